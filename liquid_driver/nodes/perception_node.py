@@ -20,7 +20,7 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from liquid_driver.data.images import ImageFormatError, image_msg_to_rgb
+from liquid_driver.data.images import ImageFormatError, image_to_rgb
 from liquid_driver.inference import PolicyRunner
 from liquid_driver.nodes.common import COMMAND_QOS, camera_qos, declare_parameter, run_node
 from liquid_driver.paths import default_model_path
@@ -34,6 +34,7 @@ class PerceptionNode(Node):
 
     def __init__(self):
         super().__init__("perception_node")
+        self.shutting_down = False
         model_path = declare_parameter(
             self, "model_path", "", "Checkpoint to load; empty uses the shipped model",
             read_only=True)
@@ -79,7 +80,7 @@ class PerceptionNode(Node):
 
     def image_callback(self, msg: Image) -> None:
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = image_to_rgb(msg)
         except ImageFormatError as error:
             self.rejected_frames += 1
             self.get_logger().error(f"Rejected image: {error}", throttle_duration_sec=1.0)
@@ -154,10 +155,13 @@ class PerceptionNode(Node):
         self.diagnostics_pub.publish(array)
 
     def destroy_node(self):
-        p50, p99 = self.runner.latency_ms()
-        self.get_logger().info(
-            f"Shutting down after {self.frames} frames "
-            f"({self.rejected_frames} rejected): latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        # Kilted's context shutdown destroys tracked nodes, and main() does too.
+        if not self.shutting_down:
+            self.shutting_down = True
+            p50, p99 = self.runner.latency_ms()
+            self.get_logger().info(
+                f"Shutting down after {self.frames} frames "
+                f"({self.rejected_frames} rejected): latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         return super().destroy_node()
 
 

@@ -12,15 +12,18 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 
 from liquid_driver.data.bag import BagWriter
-from liquid_driver.nodes.common import camera_qos, declare_parameter, run_node
+from liquid_driver.nodes.common import COMMAND_QOS, camera_qos, declare_parameter, run_node
 
 DEFAULT_TOPICS = ["/camera/image_raw", "/cmd_vel", "/odom", "/driving_mode"]
 DISCOVERY_PERIOD_S = 0.5
 SUMMARY_PERIOD_S = 10.0
+DIAGNOSTICS_PERIOD_S = 1.0
+STATUS_NAME = "recorder_node: recording"
 # Deep reliable queues: a burst of frames while the disk is slow must wait in
 # memory instead of being dropped.
 RECORD_QUEUE_DEPTH = 200
@@ -48,6 +51,7 @@ class RecorderNode(Node):
 
     def __init__(self):
         super().__init__("recorder_node")
+        self.shutting_down = False
         self.topics = list(declare_parameter(
             self, "topics", DEFAULT_TOPICS, "Topics to record", read_only=True))
         types = list(declare_parameter(
@@ -73,7 +77,9 @@ class RecorderNode(Node):
         self.subscriptions_by_topic = {}
         self.received = {topic: 0 for topic in self.topics}
 
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.discovery_timer = self.create_timer(DISCOVERY_PERIOD_S, self.discovery_callback)
+        self.diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self.diagnostics_callback)
         self.summary_timer = self.create_timer(SUMMARY_PERIOD_S, self.summary_callback)
         self.discovery_callback()
         self.get_logger().info(f"Recording {', '.join(self.topics)} into {self.output} ({storage})")
@@ -116,6 +122,20 @@ class RecorderNode(Node):
         self.get_logger().info(
             f"Subscribed {topic} [{type_name}] ({'reliable' if reliable else 'best effort'})")
 
+    def diagnostics_callback(self) -> None:
+        written = self.writer.message_counts
+        status = DiagnosticStatus(name=STATUS_NAME, hardware_id=str(self.output))
+        status.level = DiagnosticStatus.WARN if self.pending_types else DiagnosticStatus.OK
+        status.message = (f"waiting for {len(self.pending_types)} topic(s)" if self.pending_types
+                          else "recording")
+        status.values = [KeyValue(key=f"{topic} received", value=str(count))
+                         for topic, count in self.received.items()]
+        status.values += [KeyValue(key=f"{topic} written", value=str(written.get(topic, 0)))
+                          for topic in self.received]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
     def summary_callback(self) -> None:
         counts = ", ".join(f"{topic}: {count}" for topic, count in self.received.items())
         self.get_logger().info(f"Messages written: {counts}")
@@ -123,9 +143,12 @@ class RecorderNode(Node):
             self.get_logger().warn(f"No publisher seen yet on {topic}; it is not being recorded")
 
     def destroy_node(self):
-        self.writer.close()
-        counts = ", ".join(f"{topic}: {count}" for topic, count in self.received.items())
-        self.get_logger().info(f"Closed {self.output}; messages written: {counts}")
+        # Kilted's context shutdown destroys tracked nodes, and main() does too.
+        if not self.shutting_down:
+            self.shutting_down = True
+            self.writer.close()
+            counts = ", ".join(f"{topic}: {count}" for topic, count in self.received.items())
+            self.get_logger().info(f"Closed {self.output}; messages written: {counts}")
         return super().destroy_node()
 
 

@@ -53,6 +53,7 @@ class SimNode(Node):
 
     def __init__(self):
         super().__init__("sim_node")
+        self.shutting_down = False
 
         self.layout = declare_parameter(
             self, "layout", "oval", "Track layout name (oval, curvy, tight, ...) or random:<seed>",
@@ -70,6 +71,11 @@ class SimNode(Node):
             self, "lockstep_timeout", 1.0,
             "Seconds to wait for a command in lock-step mode before stepping anyway",
             min_value=0.01, max_value=60.0)
+        self.min_subscribers = declare_parameter(
+            self, "min_subscribers", 1,
+            "Lock-step mode waits until the image and odometry topics have this many "
+            "subscriptions in total before publishing the first frame",
+            read_only=True, min_value=1, max_value=100)
         self.start_progress = declare_parameter(
             self, "start_progress", 0.0, "Start position along the track in m", read_only=True,
             min_value=0.0, max_value=1.0e4)
@@ -160,8 +166,9 @@ class SimNode(Node):
 
     def lockstep_timer_callback(self) -> None:
         if not self.started:
-            # Nobody would answer the first frame before a subscriber is matched.
-            if self.image_pub.get_subscription_count() == 0 and self.odom_pub.get_subscription_count() == 0:
+            # A frame published before the driver and recorder are matched is lost.
+            matched = self.image_pub.get_subscription_count() + self.odom_pub.get_subscription_count()
+            if matched < self.min_subscribers:
                 return
             self.started = True
             self.publish_frame()
@@ -298,8 +305,11 @@ class SimNode(Node):
         return array
 
     def destroy_node(self):
-        self.get_logger().info(f"Shutting down: {self.stats.summary().format()}")
-        self.sim.close()
+        # Kilted's context shutdown destroys tracked nodes, and main() does too.
+        if not self.shutting_down:
+            self.shutting_down = True
+            self.get_logger().info(f"Shutting down: {self.stats.summary().format()}")
+            self.sim.close()
         return super().destroy_node()
 
 

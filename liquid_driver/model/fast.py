@@ -1,0 +1,213 @@
+"""Bridge between the PyTorch cells and the compiled kernels in :mod:`.kernels`.
+
+The cells use the kernels when all of these hold, and their PyTorch code otherwise:
+
+* numba can be imported (:func:`load_kernels` returns the module);
+* the cell's ``fast_path`` attribute is True (the default);
+* the tensors are float32 on the CPU;
+* nothing is being traced, scripted or compiled (exports always see PyTorch operators);
+* the cell has no dense backbone and no mixed memory.
+
+With gradients disabled, ``step`` and ``forward`` of both cells run the kernels. With
+gradients enabled, the CfC sequence ``forward`` runs :class:`CfCSequence`, whose backward
+pass is a kernel too. The LTC trains through PyTorch autograd.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Set LIQUID_DRIVER_KERNELS=0 to run every cell on its PyTorch code, for example to
+# compare speeds or to rule the kernels out while debugging.
+KERNELS_ENV = "LIQUID_DRIVER_KERNELS"
+
+_kernels: ModuleType | None = None
+_load_attempted = False
+
+
+def load_kernels() -> ModuleType | None:
+    """Import and return :mod:`liquid_driver.model.kernels`, or None without numba.
+
+    The first call imports numba (about 0.3 s). Each kernel compiles on its first call,
+    or loads from numba's on-disk cache next to the module.
+    """
+    global _kernels, _load_attempted
+    if _load_attempted:
+        return _kernels
+    _load_attempted = True
+    if os.environ.get(KERNELS_ENV, "1") == "0":
+        logger.info("%s=0, so the liquid cells run on PyTorch operators only", KERNELS_ENV)
+        return None
+    try:
+        from . import kernels
+    except ImportError as error:
+        logger.warning(
+            "numba is not available (%s), so the liquid cells run on PyTorch operators "
+            "only, which is several times slower at batch 1. Install numba to fix this.",
+            error,
+        )
+        return None
+    _kernels = kernels
+    return _kernels
+
+
+def kernels_usable(x: torch.Tensor) -> bool:
+    """Return whether a kernel may process ``x`` (see the module docstring)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    return load_kernels() is not None
+
+
+def as_array(tensor: torch.Tensor) -> np.ndarray:
+    """Return a C-contiguous float32 numpy view (or copy) of a CPU tensor."""
+    return np.ascontiguousarray(tensor.detach().numpy(), dtype=np.float32)
+
+
+class CfCStructure(NamedTuple):
+    """Static sparse layout of a wired CfC's recurrent synapses, for the kernels.
+
+    An entry is one (head, destination, source) weight that the wiring keeps. ``*_row``
+    is ``head * units + destination``, the entry's row in the drive vector, and
+    ``*_flat`` is the entry's index in the flattened (heads, units, units) recurrent
+    weight. Forward entries are sorted by destination layer: those of layer ``l`` are
+    ``forward_start[l]:forward_start[l + 1]``.
+    """
+
+    mode: int
+    units: int
+    heads: int
+    layer_bounds: np.ndarray  # (layers + 1,) first neuron of each layer, then units
+    delayed_source: np.ndarray
+    delayed_row: np.ndarray
+    delayed_flat: np.ndarray
+    forward_source: np.ndarray
+    forward_row: np.ndarray
+    forward_flat: np.ndarray
+    forward_start: np.ndarray
+
+
+class CfCPlan(NamedTuple):
+    """Effective CfC weights as numpy arrays, for inference with the kernels."""
+
+    input_weight_t: np.ndarray  # (input_size, heads * units)
+    bias: np.ndarray  # (heads * units,)
+    delayed_weight: np.ndarray  # (delayed entries,)
+    forward_weight: np.ndarray  # (forward entries,)
+    tau: np.ndarray  # (units,) |tau_weight| ("pure" mode) or zeros
+    amplitude: np.ndarray  # (units,) ("pure" mode) or zeros
+
+
+def run_cfc(structure: CfCStructure, plan: CfCPlan, inputs: np.ndarray, initial: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Run the CfC kernel over (batch, time, input_size) inputs; return (batch, time, units)."""
+    kernels = load_kernels()
+    assert kernels is not None
+    states = np.empty((inputs.shape[0], inputs.shape[1], structure.units), np.float32)
+    kernels.cfc_forward(
+        inputs, plan.input_weight_t, plan.bias, initial, time, structure.mode, structure.units,
+        structure.layer_bounds, structure.delayed_source, structure.delayed_row, plan.delayed_weight,
+        structure.forward_source, structure.forward_row, plan.forward_weight, structure.forward_start,
+        plan.tau, plan.amplitude, states,
+    )
+    return states
+
+
+class CfCSequence(torch.autograd.Function):
+    """Differentiable CfC recurrence over a sequence, computed by the kernels.
+
+    Inputs are the input term ``(batch, time, heads * units)`` (bias included), the
+    recurrent weights of the delayed and forward entries, the initial state
+    ``(batch, units)``, ``tau_weight`` and ``amplitude`` (used in "pure" mode), the cell
+    time ``(batch, time)`` and the :class:`CfCStructure`. The output is the state after
+    every step, ``(batch, time, units)``. The gradient with respect to the cell time is
+    not computed.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input_drive: torch.Tensor,
+        delayed_weight: torch.Tensor,
+        forward_weight: torch.Tensor,
+        initial: torch.Tensor,
+        tau_weight: torch.Tensor,
+        amplitude: torch.Tensor,
+        time: torch.Tensor,
+        structure: CfCStructure,
+    ) -> torch.Tensor:
+        kernels = load_kernels()
+        assert kernels is not None
+        drive = as_array(input_drive)
+        batch_size, steps, _ = drive.shape
+        arrays = {
+            "delayed_weight": as_array(delayed_weight),
+            "forward_weight": as_array(forward_weight),
+            "initial": as_array(initial),
+            "tau_weight": as_array(tau_weight),
+            "amplitude": as_array(amplitude),
+            "time": as_array(time),
+        }
+        states = np.empty((batch_size, steps, structure.units), np.float32)
+        saved = np.empty((batch_size, steps, kernels.CFC_SAVED_VALUES, structure.units), np.float32)
+        kernels.cfc_forward_drive(
+            drive, arrays["initial"], arrays["time"], structure.mode, structure.units,
+            structure.layer_bounds, structure.delayed_source, structure.delayed_row,
+            arrays["delayed_weight"], structure.forward_source, structure.forward_row,
+            arrays["forward_weight"], structure.forward_start, np.abs(arrays["tau_weight"]),
+            arrays["amplitude"], states, saved,
+        )
+        ctx.structure = structure
+        ctx.arrays = arrays
+        ctx.states = states
+        ctx.saved = saved
+        ctx.rows = drive.shape[2]
+        return torch.from_numpy(states)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_states: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        kernels = load_kernels()
+        assert kernels is not None
+        structure: CfCStructure = ctx.structure
+        arrays = ctx.arrays
+        states = ctx.states
+        batch_size, steps, units = states.shape
+        grad_drive = np.zeros((batch_size, steps, ctx.rows), np.float32)
+        grad_initial = np.empty((batch_size, units), np.float32)
+        grad_delayed = np.zeros(structure.delayed_source.shape[0], np.float64)
+        grad_forward = np.zeros(structure.forward_source.shape[0], np.float64)
+        grad_tau_weight = np.zeros(units, np.float64)
+        grad_amplitude = np.zeros(units, np.float64)
+        kernels.cfc_backward(
+            as_array(grad_states), states, ctx.saved, arrays["initial"], arrays["time"],
+            structure.mode, units, structure.layer_bounds,
+            structure.delayed_source, structure.delayed_row, arrays["delayed_weight"],
+            structure.forward_source, structure.forward_row, arrays["forward_weight"],
+            structure.forward_start, arrays["tau_weight"], arrays["amplitude"],
+            grad_drive, grad_initial, grad_delayed, grad_forward, grad_tau_weight, grad_amplitude,
+        )
+
+        def result(index: int, value: np.ndarray) -> torch.Tensor | None:
+            if not ctx.needs_input_grad[index]:
+                return None
+            return torch.from_numpy(np.asarray(value, dtype=np.float32))
+
+        return (
+            result(0, grad_drive),
+            result(1, grad_delayed),
+            result(2, grad_forward),
+            result(3, grad_initial),
+            result(4, grad_tau_weight),
+            result(5, grad_amplitude),
+            None,
+            None,
+        )

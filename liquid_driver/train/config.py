@@ -1,0 +1,175 @@
+"""Settings of a training run: data, optimisation, augmentation and model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from liquid_driver.data.dataset import DatasetConfig
+from liquid_driver.data.preprocess import Preprocessing
+from liquid_driver.model import PolicyConfig
+
+__all__ = ["AugmentConfig", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Photometric augmentation of training frames, drawn once per window.
+
+    Horizontal flips are deliberately absent: the car drives in the right lane,
+    so a mirrored frame would show a left-lane scene with the wrong target.
+    """
+
+    enabled: bool = True
+    # Additive brightness offset drawn from [-brightness, +brightness] (pixel values in [0, 1]).
+    brightness: float = 0.15
+    # Contrast factor drawn from [1 - contrast, 1 + contrast], around each frame's mean.
+    contrast: float = 0.3
+    # Per-channel colour gain drawn from [1 - colour_gain, 1 + colour_gain].
+    colour_gain: float = 0.1
+    # Probability that a window gets a shadow: a random quadrilateral spanning the
+    # image from top to bottom, darkened by a factor from shadow_factor.
+    shadow_probability: float = 0.3
+    shadow_factor: tuple[float, float] = (0.45, 0.85)
+    # Gaussian pixel noise with a standard deviation drawn from [0, noise_std].
+    noise_std: float = 0.03
+
+    def __post_init__(self) -> None:
+        for name in ("brightness", "contrast", "colour_gain", "noise_std"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise ValueError(f"invalid AugmentConfig.{name} {value!r}; expected a value in [0, 1).")
+        if not 0.0 <= self.shadow_probability <= 1.0:
+            raise ValueError(
+                f"invalid AugmentConfig.shadow_probability {self.shadow_probability!r}; "
+                "expected a probability in [0, 1]."
+            )
+        low, high = self.shadow_factor
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(
+                f"invalid AugmentConfig.shadow_factor {self.shadow_factor!r}; expected "
+                "(low, high) with 0 <= low <= high <= 1."
+            )
+        object.__setattr__(self, "shadow_factor", (float(low), float(high)))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; `config.json` in the run folder stores it."""
+
+    # rosbag2 directories, or folders that contain them.
+    bags: list[str]
+    # Run folder for checkpoints, metrics and plots.
+    out: str
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    # Frames per training window. 16 frames at 20 Hz are 0.8 s, longer than the
+    # CfC time constants that matter for lane keeping.
+    seq_len: int = 16
+    # Frames between window starts. Equal to seq_len, each frame is in one
+    # window per epoch; the window grid shifts randomly every epoch.
+    stride: int = 16
+    # Leading frames of each window left out of the loss while the state settles.
+    burn_in: int = 0
+    batch_size: int = 32
+    # Upper bound; early stopping and max_minutes usually end the run sooner.
+    epochs: int = 20
+    # Epochs without a lower validation loss before training stops.
+    patience: int = 5
+    # Adam learning rates. The controller's few parameters take a larger rate,
+    # as in the NCP lane-keeping experiments.
+    cnn_lr: float = 1e-3
+    controller_lr: float = 3e-3
+    # Decoupled weight decay (AdamW) on all parameters.
+    weight_decay: float = 1e-4
+    # Cosine decay of both rates over `epochs` down to this fraction.
+    min_lr_fraction: float = 0.05
+    # Max gradient norm before clipping; recurrent training spikes without it.
+    grad_clip: float = 1.0
+    # Fraction of frames, whole episodes, held out for validation (at least one episode).
+    val_fraction: float = 0.15
+    seed: int = 0
+    # Loss weight 1 + curvature_weight * |curvature| / curvature_scale, so the rarer
+    # turns count more than the many straight frames. Scale in 1/m; None uses the
+    # 95th percentile of |curvature| in the training frames.
+    curvature_weight: float = 1.0
+    curvature_scale: float | None = None
+    # Wall-clock limit in minutes; training stops after the batch that crosses it.
+    max_minutes: float | None = 12.0
+    # torch intra-op threads; None keeps torch's default.
+    threads: int | None = None
+    # Checkpoint to continue from (see liquid_driver.train.run.train).
+    resume: str | None = None
+    # Copy the best checkpoint here at the end.
+    export: str | None = None
+    # Replace the results of an earlier run in `out`.
+    overwrite: bool = False
+    # Show tqdm progress bars; None shows them only on a terminal.
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.bags:
+            raise ValueError("no bags given; pass at least one rosbag2 directory.")
+        self._check_counts()
+        self._check_optimisation()
+
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"invalid max_minutes {self.max_minutes!r}; expected a positive number or None.")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"invalid threads {self.threads!r}; expected an int >= 1 or None.")
+
+        image_size = (self.policy.cnn.input_height, self.policy.cnn.input_width)
+        if image_size != self.preprocessing.output_size:
+            raise ValueError(
+                f"model input {image_size} (height, width) differs from the preprocessing output "
+                f"{self.preprocessing.output_size}; set both to the same size."
+            )
+
+    def _check_counts(self) -> None:
+        for name, minimum in (("seq_len", 2), ("stride", 1), ("batch_size", 1), ("epochs", 1), ("patience", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"invalid {name} {value!r}; expected an int >= {minimum}.")
+        if not 0 <= self.burn_in < self.seq_len:
+            raise ValueError(
+                f"invalid burn_in {self.burn_in}; expected 0 <= burn_in < seq_len ({self.seq_len})."
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"invalid val_fraction {self.val_fraction!r}; expected a fraction in (0, 1).")
+
+    def _check_optimisation(self) -> None:
+        for name in ("cnn_lr", "controller_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"invalid {name} {value!r}; expected a positive learning rate.")
+        for name in ("weight_decay", "curvature_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"invalid {name} {value!r}; expected a finite value >= 0.")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"invalid grad_clip {self.grad_clip!r}; expected a positive gradient norm.")
+        if not 0.0 < self.min_lr_fraction <= 1.0:
+            raise ValueError(f"invalid min_lr_fraction {self.min_lr_fraction!r}; expected (0, 1].")
+        if self.curvature_scale is not None and not self.curvature_scale > 0:
+            raise ValueError(
+                f"invalid curvature_scale {self.curvature_scale!r} 1/m; expected a positive value "
+                "or None for the 95th percentile of the data."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-compatible dict."""
+        values = {
+            item.name: getattr(self, item.name)
+            for item in dataclasses.fields(self)
+            if item.name not in ("dataset", "preprocessing", "augment", "policy")
+        }
+        values["dataset"] = self.dataset.to_dict()
+        values["preprocessing"] = self.preprocessing.to_dict()
+        values["augment"] = dataclasses.asdict(self.augment)
+        values["policy"] = self.policy.to_dict()
+        return values

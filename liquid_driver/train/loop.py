@@ -1,0 +1,211 @@
+"""Training and evaluation passes over window datasets.
+
+Every window starts from the zero state and runs with the recorded dt, so
+gradients flow through at most `seq_len` steps (truncated backpropagation
+through time). The loss is a weighted mean squared error of curvature in
+(1/m)^2 in which large |curvature| counts more.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from liquid_driver.data.dataset import Episode
+from liquid_driver.data.preprocess import frames_to_tensor
+from liquid_driver.data.windows import WindowDataset
+from liquid_driver.model import DrivingPolicy
+from liquid_driver.train.augment import augment_frames_
+from liquid_driver.train.config import AugmentConfig
+
+__all__ = [
+    "Evaluation",
+    "LossSettings",
+    "TrainingError",
+    "constant_loss",
+    "curvature_weights",
+    "evaluate",
+    "rollout",
+    "train_epoch",
+    "weighted_mse",
+]
+
+# Windows per forward pass during evaluation; no gradients are kept, so it can
+# exceed the training batch size.
+_EVAL_BATCH_SIZE = 64
+# Frames per forward pass of a continuous rollout; the state carries across chunks.
+_ROLLOUT_CHUNK = 256
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue, with the reason and what to change."""
+
+
+def curvature_weights(curvature: torch.Tensor, weight: float, scale: float) -> torch.Tensor:
+    """Return loss weights 1 + weight * |curvature| / scale (curvature and scale in 1/m)."""
+    return 1.0 + weight * curvature.abs() / scale
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Return sum(weights * (prediction - target)^2) / sum(weights), in (1/m)^2."""
+    return (weights * (prediction - target).square()).sum() / weights.sum()
+
+
+@dataclass
+class LossSettings:
+    """Loss weighting shared by training and evaluation."""
+
+    burn_in: int  # leading steps of each window left out of the loss
+    curvature_weight: float  # alpha in 1 + alpha * |curvature| / scale
+    curvature_scale: float  # 1/m
+
+
+def _window_loss_terms(
+    policy: DrivingPolicy,
+    frames_uint8: torch.Tensor,
+    dt: torch.Tensor,
+    curvature: torch.Tensor,
+    settings: LossSettings,
+    augment: AugmentConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run a batch of windows; return (prediction, target, weights) after burn-in, each (B, T')."""
+    frames = frames_to_tensor(frames_uint8)  # (B, T, h, w, 3) uint8 -> (B, T, 3, h, w) float
+    if augment is not None and generator is not None:
+        frames = augment_frames_(frames, augment, generator)
+    prediction, _ = policy(frames, dt)  # (B, T, 1) in 1/m
+    prediction = prediction[..., 0][:, settings.burn_in :]  # (B, T, 1) -> (B, T')
+    target = curvature[:, settings.burn_in :]
+    weights = curvature_weights(target, settings.curvature_weight, settings.curvature_scale)
+    return prediction, target, weights
+
+
+def train_epoch(
+    policy: DrivingPolicy,
+    optimizer: torch.optim.Optimizer,
+    windows: WindowDataset,
+    *,
+    batch_size: int,
+    settings: LossSettings,
+    augment: AugmentConfig,
+    grad_clip: float,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    deadline: float | None = None,
+    progress: bool | None = None,
+    description: str = "train",
+) -> tuple[float, bool]:
+    """Run one epoch of shuffled windows with gradient clipping.
+
+    Args:
+        deadline: `time.monotonic()` value after which the epoch stops early.
+        progress: Show a tqdm bar; None shows it only on a terminal.
+
+    Returns:
+        (mean training loss in (1/m)^2 weighted by batch size, whether the deadline stopped the epoch).
+
+    Raises:
+        TrainingError: The loss became NaN or infinite.
+    """
+    policy.train()
+    windows.shift_windows(rng)
+    order = rng.permutation(len(windows))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    parameters = [parameter for parameter in policy.parameters() if parameter.requires_grad]
+
+    total_loss = 0.0
+    total_windows = 0
+    hit_deadline = False
+    bar = tqdm(batches, desc=description, leave=False, disable=_tqdm_disable(progress), unit="batch")
+    for indices in bar:
+        frames, dt, curvature = windows.get_batch(indices)
+        prediction, target, weights = _window_loss_terms(
+            policy, frames, dt, curvature, settings, augment, generator
+        )
+        loss = weighted_mse(prediction, target, weights)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"training loss became {loss_value}; lower the learning rates "
+                "(--cnn-lr, --controller-lr) or the gradient clip (--grad-clip)."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        optimizer.step()
+
+        total_loss += loss_value * len(indices)
+        total_windows += len(indices)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if deadline is not None and time.monotonic() > deadline:
+            hit_deadline = True
+            break
+    bar.close()
+    return total_loss / max(total_windows, 1), hit_deadline
+
+
+@dataclass
+class Evaluation:
+    """Validation metrics over all windows."""
+
+    loss: float  # weighted MSE, (1/m)^2
+    mae: float  # mean absolute curvature error, 1/m
+
+
+@torch.no_grad()
+def evaluate(policy: DrivingPolicy, windows: WindowDataset, settings: LossSettings) -> Evaluation:
+    """Compute the loss and MAE of the policy on every window, without augmentation."""
+    policy.eval()
+    weighted_error = 0.0
+    absolute_error = 0.0
+    weight_sum = 0.0
+    count = 0
+    for start in range(0, len(windows), _EVAL_BATCH_SIZE):
+        indices = range(start, min(start + _EVAL_BATCH_SIZE, len(windows)))
+        frames, dt, curvature = windows.get_batch(indices)
+        prediction, target, weights = _window_loss_terms(policy, frames, dt, curvature, settings)
+        weighted_error += float((weights * (prediction - target).square()).sum())
+        absolute_error += float((prediction - target).abs().sum())
+        weight_sum += float(weights.sum())
+        count += target.numel()
+    if count == 0:
+        return Evaluation(math.nan, math.nan)
+    return Evaluation(loss=weighted_error / weight_sum, mae=absolute_error / count)
+
+
+def constant_loss(windows: WindowDataset, settings: LossSettings, constant: float) -> float:
+    """Return the loss in (1/m)^2 of predicting `constant` (1/m) in every window."""
+    target = torch.from_numpy(windows.curvature_windows()[:, settings.burn_in :])
+    if target.numel() == 0:
+        return math.nan
+    weights = curvature_weights(target, settings.curvature_weight, settings.curvature_scale)
+    return float(weighted_mse(torch.full_like(target, constant), target, weights))
+
+
+@torch.no_grad()
+def rollout(policy: DrivingPolicy, episode: Episode) -> np.ndarray:
+    """Run the policy over a whole episode from the zero state, as the perception node does.
+
+    Returns:
+        (N,) float32 predicted curvature in 1/m.
+    """
+    policy.eval()
+    state = policy.initial_state(1)
+    predictions = []
+    for start in range(0, len(episode), _ROLLOUT_CHUNK):
+        stop = min(start + _ROLLOUT_CHUNK, len(episode))
+        frames = frames_to_tensor(episode.frames[start:stop])[None]  # (1, n, 3, h, w)
+        dt = torch.from_numpy(episode.dt[start:stop].astype(np.float32))[None]  # (1, n)
+        prediction, state = policy(frames, dt, state)
+        predictions.append(prediction[0, :, 0].numpy())  # (1, n, 1) -> (n,)
+    return np.concatenate(predictions).astype(np.float32)
+
+
+def _tqdm_disable(progress: bool | None) -> bool | None:
+    """Map the progress setting to tqdm's `disable` (None: only on a terminal)."""
+    return None if progress is None else not progress
