@@ -29,7 +29,7 @@ demo: $(STAMP)
 # Re-create the shipped model: record expert demonstrations over ROS 2, then train.
 model: $(STAMP)
 	$(VENV)/bin/liquid-driver-collect --out data/demos --overwrite
-	$(VENV)/bin/liquid-driver-train data/demos/* --out runs/lane_keeper --export models/lane_keeper.safetensors
+	$(VENV)/bin/liquid-driver-train data/demos --out runs/lane_keeper --overwrite --export models/lane_keeper.safetensors
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_model.py
