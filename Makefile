@@ -12,7 +12,10 @@ export VENV
 HELD_OUT_LAYOUT ?= curvy
 DEMO_LAPS ?= 2
 
-.PHONY: setup test demo model bench clean
+JAZZY_VENV := .venv-jazzy
+JAZZY_STAMP := $(JAZZY_VENV)/.setup-done
+
+.PHONY: setup lint test test-jazzy demo model bench clean
 
 setup: $(STAMP)
 
@@ -20,8 +23,21 @@ $(STAMP): scripts/setup_venv.sh requirements.txt requirements-ros.txt requiremen
 	bash scripts/setup_venv.sh
 	touch $@
 
-test: $(STAMP)
+# The package's code must stay valid for Python 3.10 (Humble) up to 3.12 (Jazzy).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/vermin --target=3.10- --no-tips --violations --eval-annotations liquid_driver
+
+test: lint
 	$(PYTHON) -m pytest -ra test
+
+# The tests that talk ROS 2 (marked `ros` in test/conftest.py), against the Jazzy wheels.
+$(JAZZY_STAMP): scripts/setup_venv.sh requirements.txt requirements-ros-jazzy.txt requirements-test.txt setup.py package.xml
+	VENV=$(JAZZY_VENV) ROS_REQUIREMENTS=requirements-ros-jazzy.txt bash scripts/setup_venv.sh
+	touch $@
+
+test-jazzy: $(JAZZY_STAMP)
+	$(JAZZY_VENV)/bin/python -m pytest -ra -m ros test
 
 demo: $(STAMP)
 	$(VENV)/bin/liquid-driver-demo --layout $(HELD_OUT_LAYOUT) --laps $(DEMO_LAPS) --out out/demo
@@ -36,4 +52,4 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_sim.py
 
 clean:
-	rm -rf out runs build install log .pytest_cache
+	rm -rf out runs build install log .pytest_cache $(JAZZY_VENV)

