@@ -1,6 +1,6 @@
 """ROS 2 shell around the pure-pursuit expert driver.
 
-Answers each odometry message with a Twist on cmd_vel, as a human teleop would,
+Publishes a Twist on cmd_vel for each odometry message, as a human teleop would,
 and publishes the driving mode ("expert", or "perturbation" while the expert
 deliberately drifts off the lane centre) so recordings can leave the drift out.
 The expert uses ground-truth odometry and the track geometry of `layout`, so it

@@ -1,7 +1,7 @@
 """ROS 2 shell around the embedded MuJoCo simulator.
 
 Publishes the forward camera (rgb8, stamped with simulation time), its
-CameraInfo, ground-truth odometry, /clock and lane metrics; subscribes Twist on
+CameraInfo, ground-truth odometry, /clock and lane metrics. Subscribes Twist on
 cmd_vel and turns it into a front steering angle with the bicycle model.
 
 In real-time mode a wall timer advances the simulation by one camera period per
