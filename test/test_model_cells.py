@@ -78,8 +78,9 @@ def test_scalar_dt_equals_per_sample_dt(spec):
     torch.testing.assert_close(by_float, by_column)
 
 
-# Batch == units is the case where a (batch,) dt could be broadcast along the neuron axis.
-@pytest.mark.parametrize("batch_size", [3, UNITS])
+# Batch == units is the case where a (batch,) dt could be broadcast along the neuron axis,
+# and 12 is the width of the inter layer.
+@pytest.mark.parametrize("batch_size", [1, 4, 12, UNITS])
 @pytest.mark.parametrize("spec", CELLS, ids=CELL_IDS)
 def test_per_sample_dt_equals_single_runs(spec, batch_size):
     cell = _cell(spec)
@@ -418,3 +419,159 @@ def test_matches_ncps_reference_cell():
         expected, _ = reference(x, state, elapsed)
         _, actual = cell.step(x, state, elapsed[:, 0])
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+# -- LTC solvers and substeps ----------------------------------------------------------
+
+
+def _ltc_like(reference, **kwargs):
+    cell = LTCCell(_wiring(), INPUT_SIZE, **kwargs)
+    cell.load_state_dict(reference.state_dict())
+    return cell
+
+
+@pytest.mark.parametrize("solver", ["euler", "rk4"])
+def test_ltc_solvers_converge_to_fine_solution(solver):
+    torch.manual_seed(5)
+    reference_cell = _make("ltc", solver="rk4", ode_unfolds=256)
+    x = torch.randn(2, 4, INPUT_SIZE)
+    errors = []
+    with torch.no_grad():
+        reference, _ = reference_cell(x, 0.05)
+        for unfolds in (2, 8, 32):
+            outputs, _ = _ltc_like(reference_cell, solver=solver, ode_unfolds=unfolds)(x, 0.05)
+            errors.append(float((outputs - reference).abs().max()))
+    assert errors[0] > errors[1] > errors[2]
+    # Euler's error shrinks about 16 times over 16 times more substeps, RK4's far more.
+    assert errors[-1] < errors[0] / 8
+
+
+def test_ltc_rk4_beats_euler_per_substep():
+    torch.manual_seed(6)
+    reference_cell = _make("ltc", solver="rk4", ode_unfolds=256)
+    x = torch.randn(2, 4, INPUT_SIZE)
+    with torch.no_grad():
+        reference, _ = reference_cell(x, 0.05)
+        euler, _ = _ltc_like(reference_cell, solver="euler", ode_unfolds=8)(x, 0.05)
+        rk4, _ = _ltc_like(reference_cell, solver="rk4", ode_unfolds=8)(x, 0.05)
+    assert (rk4 - reference).abs().max() < (euler - reference).abs().max() / 10
+
+
+def test_ltc_all_solvers_agree_on_fine_steps():
+    torch.manual_seed(7)
+    reference_cell = _make("ltc", solver="semi_implicit", ode_unfolds=512)
+    x = torch.randn(2, 3, INPUT_SIZE)
+    with torch.no_grad():
+        semi_implicit, _ = reference_cell(x, 0.05)
+        rk4, _ = _ltc_like(reference_cell, solver="rk4", ode_unfolds=64)(x, 0.05)
+    torch.testing.assert_close(semi_implicit, rk4, atol=2e-3, rtol=0)
+
+
+def test_ltc_adaptive_unfolds_follow_dt():
+    """With max_substep_s, a step of dt takes ceil(dt / max_substep_s) substeps."""
+    torch.manual_seed(8)
+    adaptive = _make("ltc", max_substep_s=0.01)
+    x = torch.randn(3, INPUT_SIZE)
+    state = 0.3 * torch.randn(3, UNITS)
+    dt = torch.tensor([0.005, 0.03, 0.07])
+    with torch.no_grad():
+        _, batched = adaptive.step(x, state, dt)
+        for sample, unfolds in enumerate((1, 3, 7)):
+            fixed = _ltc_like(adaptive, ode_unfolds=unfolds)
+            _, expected = fixed.step(x[sample : sample + 1], state[sample : sample + 1], float(dt[sample]))
+            torch.testing.assert_close(batched[sample : sample + 1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ltc_adaptive_unfolds_capped():
+    torch.manual_seed(9)
+    adaptive = _make("ltc", max_substep_s=0.001, max_unfolds=4)
+    capped = _ltc_like(adaptive, ode_unfolds=4)
+    x = torch.randn(2, 3, INPUT_SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(adaptive(x, 0.5)[0], capped(x, 0.5)[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"solver": "midpoint"}, "solver"),
+        ({"max_substep_s": 0.0}, "max_substep_s"),
+        ({"max_substep_s": math.inf}, "max_substep_s"),
+        ({"max_unfolds": 0}, "max_unfolds"),
+    ],
+)
+def test_ltc_invalid_solver_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LTCCell(_wiring(), INPUT_SIZE, **kwargs)
+
+
+# -- mixed memory -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=CELL_IDS)
+def test_mixed_memory_state_and_step(spec):
+    cell = _cell(spec, mixed_memory=True)
+    assert cell.state_size == 2 * UNITS
+    x = torch.randn(3, 4, INPUT_SIZE)
+    dt = torch.rand(3, 4) * 0.1
+    outputs, final = cell(x, dt)
+    assert outputs.shape == (3, 4, 1)
+    assert final.shape == (3, 2 * UNITS)
+    state = cell.initial_state(3)
+    for index in range(4):
+        output, state = cell.step(x[:, index], state, dt[:, index])
+        torch.testing.assert_close(output, outputs[:, index], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state, final, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_memory_cell_carries_information():
+    torch.manual_seed(10)
+    cell = _make("cfc", mixed_memory=True)
+    x = torch.randn(1, INPUT_SIZE)
+    state = cell.initial_state(1)
+    _, state = cell.step(x, state, 0.05)
+    memory = state[:, UNITS:]
+    assert memory.abs().sum() > 0
+    # Changing only the memory cell changes the next output.
+    altered = state.clone()
+    altered[:, UNITS:] += 1.0
+    first, _ = cell.step(x, state, 0.05)
+    second, _ = cell.step(x, altered, 0.05)
+    assert not torch.allclose(first, second)
+
+
+def test_mixed_memory_forget_bias_starts_at_one():
+    torch.manual_seed(11)
+    cell = _make("cfc", mixed_memory=True)
+    plain = _make("cfc", mixed_memory=True)
+    forget = slice(UNITS, 2 * UNITS)
+    difference = cell.memory.bias_ih[forget] - plain.memory.bias_ih[forget]
+    assert torch.allclose(difference, torch.zeros(UNITS))  # same seed, same draw
+    assert cell.memory.bias_ih[forget].mean() > 0.5
+
+
+def test_mixed_memory_counts_lstm_parameters():
+    plain = _make("cfc")
+    mixed = _make("cfc", mixed_memory=True)
+    lstm = 4 * UNITS * (INPUT_SIZE + UNITS) + 8 * UNITS
+    assert mixed.count_parameters().effective == plain.count_parameters().effective + lstm
+
+
+# -- state reset ----------------------------------------------------------------------------
+
+
+def test_reset_state_rows():
+    cell = _make("cfc")
+    state = torch.randn(4, UNITS)
+    done = torch.tensor([False, True, False, True])
+    reset = cell.reset_state(state, done)
+    assert torch.equal(reset[done], torch.zeros(2, UNITS))
+    assert torch.equal(reset[~done], state[~done])
+    assert torch.equal(cell.reset_state(state), torch.zeros(4, UNITS))
+
+
+@pytest.mark.parametrize("done", [torch.tensor([1, 0, 1, 0]), torch.tensor([True, False]), [True] * 4])
+def test_reset_state_invalid_done_raises(done):
+    cell = _make("cfc")
+    with pytest.raises(ValueError, match="done"):
+        cell.reset_state(torch.randn(4, UNITS), done)

@@ -25,6 +25,8 @@ CONTROLLERS = {
     "cfc-pure": ControllerConfig(mode="pure", seed=3),
     "ltc": ControllerConfig(cell="ltc", ode_unfolds=3),
     "random": ControllerConfig(wiring="random", units=12, sparsity=0.4),
+    "ltc-rk4-adaptive": ControllerConfig(cell="ltc", solver="rk4", max_substep_s=0.02, max_unfolds=5),
+    "cfc-mixed-memory": ControllerConfig(mixed_memory=True),
 }
 
 
@@ -220,3 +222,23 @@ def test_bad_checkpoints_raise_with_file_name(tmp_path, saved):
 
 def test_checkpoint_error_is_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+# Controller settings added after format version 1 was first written. Files from before
+# lack them, and loading must fill in defaults that reproduce the old behaviour.
+_LATER_CONTROLLER_KEYS = ("solver", "max_substep_s", "max_unfolds", "mixed_memory")
+
+
+def test_version_one_file_without_new_keys_loads(tmp_path, saved):
+    _, _, document, tensors = saved
+    document = json.loads(json.dumps(document))
+    for key in _LATER_CONTROLLER_KEYS:
+        document["policy_config"]["controller"].pop(key)
+    path = _write_checkpoint(tmp_path / "old.safetensors", tensors, document)
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["format_version"] == 1
+    assert loaded.controller.state_size == loaded.wiring.units
+    reference = _policy().eval()
+    images = torch.rand(1, 3, 3, HEIGHT, WIDTH)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, 0.05)[0], reference(images, 0.05)[0])

@@ -1,49 +1,58 @@
 """Driving policy: CNN feature extractor plus a liquid (CfC or LTC) neural circuit policy.
 
-The package uses only PyTorch and numpy. Nothing here imports rclpy.
+The package uses PyTorch, numpy and, where installed, numba. Nothing here imports rclpy.
+Names are imported on first use, so ``liquid_driver.model.onnx_runtime`` (numpy and
+onnxruntime only) can be imported on a computer without PyTorch.
 """
 
-from .base import DEFAULT_TIME_SCALE_S, ParameterCount, WiredCell
-from .cfc import CfCCell, LeCunTanh
-from .checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from .cnn import ConvHead, ConvHeadConfig, standardize_images
-from .ltc import LTCCell
-from .policy import OUTPUT_UNITS, ControllerConfig, DrivingPolicy, PolicyConfig
-from .wiring import (
-    NCP,
-    AutoNCP,
-    FullyConnected,
-    Layer,
-    Random,
-    Wiring,
-    auto_ncp_sizes,
-    wiring_from_dict,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_TIME_SCALE_S",
-    "FORMAT_VERSION",
-    "NCP",
-    "OUTPUT_UNITS",
-    "AutoNCP",
-    "CfCCell",
-    "CheckpointError",
-    "ControllerConfig",
-    "ConvHead",
-    "ConvHeadConfig",
-    "DrivingPolicy",
-    "FullyConnected",
-    "LTCCell",
-    "Layer",
-    "LeCunTanh",
-    "ParameterCount",
-    "PolicyConfig",
-    "Random",
-    "WiredCell",
-    "Wiring",
-    "auto_ncp_sizes",
-    "load_checkpoint",
-    "save_checkpoint",
-    "standardize_images",
-    "wiring_from_dict",
-]
+import importlib
+from typing import Any
+
+# Public name -> submodule that defines it.
+_EXPORTS = {
+    "DEFAULT_TIME_SCALE_S": "base",
+    "ParameterCount": "base",
+    "WiredCell": "base",
+    "CfCCell": "cfc",
+    "LeCunTanh": "cfc",
+    "FORMAT_VERSION": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ConvHead": "cnn",
+    "ConvHeadConfig": "cnn",
+    "standardize_images": "cnn",
+    "export_onnx": "export",
+    "export_torchscript": "export",
+    "LTCCell": "ltc",
+    "OnnxPolicy": "onnx_runtime",
+    "OUTPUT_UNITS": "policy",
+    "ControllerConfig": "policy",
+    "DrivingPolicy": "policy",
+    "PolicyConfig": "policy",
+    "NCP": "wiring",
+    "AutoNCP": "wiring",
+    "FullyConnected": "wiring",
+    "Layer": "wiring",
+    "Random": "wiring",
+    "Wiring": "wiring",
+    "auto_ncp_sizes": "wiring",
+    "wiring_from_dict": "wiring",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -134,15 +134,20 @@ def check_input(name: str, x: Any, dims: int, last: int | None = None) -> torch.
     return x
 
 
+def _clear_caches_after_load(module: WiredCell, incompatible_keys: Any) -> None:
+    """Drop cached weights after ``load_state_dict``, which may replace the parameters."""
+    module._clear_caches()
+
+
 class WiredCell(nn.Module):
     """Base class of cells whose synapses follow a :class:`~liquid_driver.model.wiring.Wiring`.
 
     Subclasses implement ``_compute_weights()`` (the masked effective weights, computed
     once per sequence) and ``_step(x, state, time, weights, static_unfolds=False)`` where
-    ``time`` is ``dt / time_scale_s`` with shape (batch, 1) and ``static_unfolds`` asks
-    for a loop whose length does not depend on ``time`` (for export). Subclasses that have compiled kernels
-    (see :mod:`.fast`) also implement ``_kernel_supported``, ``_build_plan``,
-    ``_kernel_sequence`` and ``_kernel_output``.
+    ``time`` is ``dt / time_scale_s`` with shape (batch, 1) and ``static_unfolds`` requests
+    a loop whose length does not depend on ``time`` (for export). Subclasses that
+    have compiled kernels (see :mod:`.fast`) also implement ``_kernel_supported``,
+    ``_build_plan`` and ``_kernel_run``.
 
     Mixed memory. With ``mixed_memory`` an LSTM cell runs ahead of the liquid cell at
     every step, as proposed by Lechner and Hasani, "Learning long-term dependencies in
@@ -192,8 +197,9 @@ class WiredCell(nn.Module):
         self.fast_path = True
         # Parameter name -> name of a buffer with 1 where the entry is used, 0 where masked.
         self._live_masks: dict[str, str] = {}
-        self._weights_cache: tuple[tuple[Any, ...], Any] | None = None
-        self._plan_cache: tuple[tuple[Any, ...], Any] | None = None
+        self._weights_cache: tuple[list[int], Any] | None = None
+        self._plan_cache: tuple[list[int], Any] | None = None
+        self.register_load_state_dict_post_hook(_clear_caches_after_load)
 
     # -- subclass hooks -----------------------------------------------------------------
 
@@ -213,25 +219,44 @@ class WiredCell(nn.Module):
         """Return the kernels' numpy weights. Called with gradients disabled."""
         raise NotImplementedError
 
-    def _kernel_sequence(self, x: np.ndarray, state: np.ndarray, time: np.ndarray, plan: Any) -> np.ndarray:
-        """Return the states (batch, time, units) for inputs (batch, time, input_size)."""
-        raise NotImplementedError
+    def _kernel_run(
+        self, x: np.ndarray, state: np.ndarray, time: np.ndarray, plan: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return states (batch, time, units) and outputs (batch, time, output_size).
 
-    def _kernel_output(self, states: np.ndarray, plan: Any) -> np.ndarray:
-        """Return the outputs for states (..., units), like :meth:`_output`."""
-        return states[..., self.units - self.output_size : self.units]
+        Args:
+            x: Inputs (batch, time, input_size).
+            state: Initial state (batch, units).
+            time: Cell time (batch, time).
+            plan: The output of :meth:`_build_plan`.
+        """
+        raise NotImplementedError
 
     # -- weights ------------------------------------------------------------------------
 
-    def _parameter_key(self) -> tuple[Any, ...]:
-        return tuple((p.data_ptr(), p._version) for p in self._parameters.values() if p is not None)
+    def _parameter_key(self) -> list[int]:
+        """Return the version counters of the cell's own parameters.
+
+        A counter grows with every in-place change (optimizer steps, ``load_state_dict``).
+        Moves and dtype changes go through :meth:`_apply`, and a load that replaces the
+        parameters runs :func:`_clear_caches_after_load`, which both clear the caches.
+        Assigning ``parameter.data`` directly is not detected.
+        """
+        return [parameter._version for parameter in self._parameters.values()]
+
+    def _clear_caches(self) -> None:
+        self._weights_cache = None
+        self._plan_cache = None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> WiredCell:
+        self._clear_caches()
+        return super()._apply(fn, recurse)
 
     def _weights(self) -> Any:
         """Return the effective weights, cached while gradients are off and weights unchanged.
 
-        The cache key is the storage address and version counter of each of the cell's own
-        parameters, so in-place updates (optimizer steps, ``load_state_dict``) and moves
-        (``.to()``) invalidate it. ``_compute_weights`` must read only those parameters.
+        See :meth:`_parameter_key` for what invalidates the cache. ``_compute_weights`` must
+        read only the cell's own parameters.
         """
         if torch.is_grad_enabled():
             self._weights_cache = None
@@ -258,8 +283,7 @@ class WiredCell(nn.Module):
         )
 
     def train(self, mode: bool = True) -> WiredCell:
-        self._weights_cache = None
-        self._plan_cache = None
+        self._clear_caches()
         return super().train(mode)
 
     # -- API ----------------------------------------------------------------------------
@@ -336,9 +360,9 @@ class WiredCell(nn.Module):
             time = self._kernel_time(dt, batch_size, 1, x)
             plan = self._plan()
             inputs = fast.as_array(x)[:, None, :]  # (batch, input_size) -> (batch, 1, input_size)
-            states = self._kernel_sequence(inputs, fast.as_array(state), time, plan)
-            new_state = states[:, 0]  # (batch, 1, units) -> (batch, units)
-            return torch.from_numpy(self._kernel_output(new_state, plan)), torch.from_numpy(new_state)
+            states, outputs = self._kernel_run(inputs, fast.as_array(state), time, plan)
+            # (batch, 1, n) -> (batch, n)
+            return torch.from_numpy(outputs[:, 0]), torch.from_numpy(states[:, 0])
         if isinstance(dt, torch.Tensor):
             time = dt_column(dt, batch_size, x) / self.time_scale_s
         else:
@@ -415,9 +439,8 @@ class WiredCell(nn.Module):
         if not torch.is_grad_enabled() and self._use_kernels(x):
             plan = self._plan()
             time_array = self._kernel_time(dt, batch_size, steps, x)
-            states_array = self._kernel_sequence(fast.as_array(x), fast.as_array(state), time_array, plan)
-            outputs = torch.from_numpy(self._kernel_output(states_array, plan))
-            return outputs, torch.from_numpy(states_array[:, -1])
+            states_array, outputs = self._kernel_run(fast.as_array(x), fast.as_array(state), time_array, plan)
+            return torch.from_numpy(outputs), torch.from_numpy(states_array[:, -1])
         time = dt_matrix(dt, batch_size, steps, x) / self.time_scale_s
         states = self._run_sequence(x, state, time)
         outputs = self._output(states)  # (batch, time, state_size) -> (batch, time, output_size)

@@ -430,8 +430,11 @@ class CfCCell(WiredCell):
             amplitude=fast.as_array(amplitude),
         )
 
-    def _kernel_sequence(self, x: np.ndarray, state: np.ndarray, time: np.ndarray, plan: fast.CfCPlan) -> np.ndarray:
-        return fast.run_cfc(self._structure, plan, x, state, time)
+    def _kernel_run(
+        self, x: np.ndarray, state: np.ndarray, time: np.ndarray, plan: fast.CfCPlan
+    ) -> tuple[np.ndarray, np.ndarray]:
+        states = fast.run_cfc(self._structure, plan, x, state, time)
+        return states, states[..., self.units - self.output_size :]
 
     def _propagate(self, drive: torch.Tensor, time: torch.Tensor, weights: CfCWeights) -> torch.Tensor:
         """Update the layers in order from ``drive``, (batch, heads * units) in layer blocks."""

@@ -61,16 +61,23 @@ def load_kernels() -> ModuleType | None:
 
 def kernels_usable(x: torch.Tensor) -> bool:
     """Return whether a kernel may process ``x`` (see the module docstring)."""
-    if x.dtype != torch.float32 or x.device.type != "cpu":
+    if x.dtype != torch.float32 or not x.is_cpu:
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     return load_kernels() is not None
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def as_array(tensor: torch.Tensor) -> np.ndarray:
     """Return a C-contiguous float32 numpy view (or copy) of a CPU tensor."""
-    return np.ascontiguousarray(tensor.detach().numpy(), dtype=np.float32)
+    array = (tensor.detach() if tensor.requires_grad else tensor).numpy()
+    # numpy's built-in dtypes are singletons, and "is" is cheaper than "==".
+    if array.dtype is _FLOAT32 and array.flags.c_contiguous:
+        return array
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 class CfCStructure(NamedTuple):
@@ -108,17 +115,33 @@ class CfCPlan(NamedTuple):
 
 
 def run_cfc(structure: CfCStructure, plan: CfCPlan, inputs: np.ndarray, initial: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """Run the CfC kernel over (batch, time, input_size) inputs; return (batch, time, units)."""
+    """Run the CfC kernel over sequences.
+
+    Args:
+        inputs: (batch, time, input_size) features.
+        initial: (batch, units) state before the first step.
+        time: (batch, time) cell time.
+
+    Returns:
+        The states after each step, (batch, time, units), C-contiguous.
+    """
     kernels = load_kernels()
     assert kernels is not None
-    states = np.empty((inputs.shape[0], inputs.shape[1], structure.units), np.float32)
+    batch_size, steps, _ = inputs.shape
+    states = np.empty((steps, structure.units, batch_size), np.float32)
+    # The kernels put the batch last. With batch 1 these transposes are free views.
     kernels.cfc_forward(
-        inputs, plan.input_weight_t, plan.bias, initial, time, structure.mode, structure.units,
-        structure.layer_bounds, structure.delayed_source, structure.delayed_row, plan.delayed_weight,
+        np.ascontiguousarray(inputs.transpose(1, 2, 0)),  # (time, input_size, batch)
+        plan.input_weight_t,
+        plan.bias,
+        np.ascontiguousarray(initial.T),  # (units, batch)
+        np.ascontiguousarray(time.T),  # (time, batch)
+        structure.mode, structure.units, structure.layer_bounds,
+        structure.delayed_source, structure.delayed_row, plan.delayed_weight,
         structure.forward_source, structure.forward_row, plan.forward_weight, structure.forward_start,
         plan.tau, plan.amplitude, states,
     )
-    return states
+    return np.ascontiguousarray(states.transpose(2, 0, 1))  # (batch, time, units)
 
 
 class CfCSequence(torch.autograd.Function):
@@ -146,18 +169,19 @@ class CfCSequence(torch.autograd.Function):
     ) -> torch.Tensor:
         kernels = load_kernels()
         assert kernels is not None
-        drive = as_array(input_drive)
-        batch_size, steps, _ = drive.shape
+        batch_size, steps, rows = input_drive.shape
+        # (batch, time, n) -> (time, n, batch) for the kernels.
+        drive = np.ascontiguousarray(as_array(input_drive).transpose(1, 2, 0))
         arrays = {
             "delayed_weight": as_array(delayed_weight),
             "forward_weight": as_array(forward_weight),
-            "initial": as_array(initial),
+            "initial": np.ascontiguousarray(as_array(initial).T),  # (units, batch)
             "tau_weight": as_array(tau_weight),
             "amplitude": as_array(amplitude),
-            "time": as_array(time),
+            "time": np.ascontiguousarray(as_array(time).T),  # (time, batch)
         }
-        states = np.empty((batch_size, steps, structure.units), np.float32)
-        saved = np.empty((batch_size, steps, kernels.CFC_SAVED_VALUES, structure.units), np.float32)
+        states = np.empty((steps, structure.units, batch_size), np.float32)
+        saved = np.empty((steps, kernels.CFC_SAVED_VALUES, structure.units, batch_size), np.float32)
         kernels.cfc_forward_drive(
             drive, arrays["initial"], arrays["time"], structure.mode, structure.units,
             structure.layer_bounds, structure.delayed_source, structure.delayed_row,
@@ -169,8 +193,9 @@ class CfCSequence(torch.autograd.Function):
         ctx.arrays = arrays
         ctx.states = states
         ctx.saved = saved
-        ctx.rows = drive.shape[2]
-        return torch.from_numpy(states)
+        ctx.rows = rows
+        # (time, units, batch) -> (batch, time, units)
+        return torch.from_numpy(np.ascontiguousarray(states.transpose(2, 0, 1)))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -180,16 +205,16 @@ class CfCSequence(torch.autograd.Function):
         structure: CfCStructure = ctx.structure
         arrays = ctx.arrays
         states = ctx.states
-        batch_size, steps, units = states.shape
-        grad_drive = np.zeros((batch_size, steps, ctx.rows), np.float32)
-        grad_initial = np.empty((batch_size, units), np.float32)
+        steps, units, batch_size = states.shape
+        grad_drive = np.empty((steps, ctx.rows, batch_size), np.float32)
+        grad_initial = np.empty((units, batch_size), np.float32)
         grad_delayed = np.zeros(structure.delayed_source.shape[0], np.float64)
         grad_forward = np.zeros(structure.forward_source.shape[0], np.float64)
         grad_tau_weight = np.zeros(units, np.float64)
         grad_amplitude = np.zeros(units, np.float64)
         kernels.cfc_backward(
-            as_array(grad_states), states, ctx.saved, arrays["initial"], arrays["time"],
-            structure.mode, units, structure.layer_bounds,
+            np.ascontiguousarray(as_array(grad_states).transpose(1, 2, 0)), states, ctx.saved,
+            arrays["initial"], arrays["time"], structure.mode, units, structure.layer_bounds,
             structure.delayed_source, structure.delayed_row, arrays["delayed_weight"],
             structure.forward_source, structure.forward_row, arrays["forward_weight"],
             structure.forward_start, arrays["tau_weight"], arrays["amplitude"],
@@ -199,13 +224,13 @@ class CfCSequence(torch.autograd.Function):
         def result(index: int, value: np.ndarray) -> torch.Tensor | None:
             if not ctx.needs_input_grad[index]:
                 return None
-            return torch.from_numpy(np.asarray(value, dtype=np.float32))
+            return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
 
         return (
-            result(0, grad_drive),
+            result(0, grad_drive.transpose(2, 0, 1)),  # (time, n, batch) -> (batch, time, n)
             result(1, grad_delayed),
             result(2, grad_forward),
-            result(3, grad_initial),
+            result(3, grad_initial.T),  # (units, batch) -> (batch, units)
             result(4, grad_tau_weight),
             result(5, grad_amplitude),
             None,

@@ -21,7 +21,8 @@ solver to each:
 * ``euler``: explicit Euler, ``v <- v + h dv/dt``. Cheapest per substep, but it
   diverges once ``h`` exceeds about ``2 cm / (gleak + sum_j w_ji s_ji)``.
 * ``rk4``: the classical fourth-order Runge-Kutta method, four evaluations of
-  ``dv/dt`` per substep. Most accurate per substep, and also only stable for small ``h``.
+  ``dv/dt`` per substep. The most accurate of the three per substep, and also only
+  stable for small ``h``.
 
 Substeps. By default every step takes ``ode_unfolds`` substeps. With ``max_substep_s``
 set, each batch entry takes ``ceil(dt / max_substep_s)`` substeps instead, at least 1
@@ -116,7 +117,7 @@ class LTCCell(WiredCell):
         ode_unfolds: Solver substeps per call of ``step``, at least 1, used when
             ``max_substep_s`` is None.
         solver: ``"semi_implicit"``, ``"euler"`` or ``"rk4"`` (see the module docstring).
-        max_substep_s: Longest substep in seconds. When set, the number of substeps of
+        max_substep_s: Maximum substep in seconds. When set, the number of substeps of
             each step is ``ceil(dt / max_substep_s)`` within [1, ``max_unfolds``].
         max_unfolds: Cap on the substeps per step when ``max_substep_s`` is set. An
             exported model always runs this many substeps (the surplus ones change
@@ -334,10 +335,13 @@ class LTCCell(WiredCell):
             cm=fast.as_array(weights.cm),
         )
 
-    def _kernel_sequence(self, x: np.ndarray, state: np.ndarray, time: np.ndarray, plan: LTCPlan) -> np.ndarray:
+    def _kernel_run(
+        self, x: np.ndarray, state: np.ndarray, time: np.ndarray, plan: LTCPlan
+    ) -> tuple[np.ndarray, np.ndarray]:
         kernels = fast.load_kernels()
         assert kernels is not None
         states = np.empty((x.shape[0], x.shape[1], self.units), np.float32)
+        outputs = np.empty((x.shape[0], x.shape[1], self.output_size), np.float32)
         max_substep = 0.0 if self.max_substep_s is None else self.max_substep_s / self.time_scale_s
         kernels.ltc_forward(
             x, state, time, plan.input_weight, plan.input_bias,
@@ -345,13 +349,10 @@ class LTCCell(WiredCell):
             plan.sensory_sigma, plan.sensory_erev,
             plan.source, plan.destination, plan.weight, plan.mu, plan.sigma, plan.erev,
             plan.gleak, plan.vleak, plan.cm, _KERNEL_SOLVERS[self.solver], self.ode_unfolds,
-            max_substep, self.max_unfolds, self.epsilon, _MIN_TIME, states,
+            max_substep, self.max_unfolds, self.epsilon, _MIN_TIME,
+            plan.output_weight, plan.output_bias, states, outputs,
         )
-        return states
-
-    def _kernel_output(self, states: np.ndarray, plan: LTCPlan) -> np.ndarray:
-        motor = states[..., self.units - self.output_size : self.units]
-        return motor * plan.output_weight + plan.output_bias
+        return states, outputs
 
     def _output(self, state: torch.Tensor) -> torch.Tensor:
         """Map the motor potentials affinely: ``v * output_weight + output_bias``."""

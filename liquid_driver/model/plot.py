@@ -1,4 +1,8 @@
-"""Draw a wiring as a PNG: layers as columns, polarity as colour, strength as line width."""
+"""Draw a wiring as a PNG: layers as columns, polarity as colour, strength as line width.
+
+A self-synapse (a neuron that feeds itself, such as a recurrent command synapse from a
+neuron to itself) is drawn as a ring on the right of its neuron.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ matplotlib.use("Agg")  # writes files and needs no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 
 from .base import WiredCell  # noqa: E402
 from .wiring import Wiring  # noqa: E402
@@ -25,6 +30,11 @@ INHIBITORY_COLOR = "tab:red"
 # Line widths in points for the weakest and strongest synapse.
 _MIN_LINE_WIDTH = 0.3
 _MAX_LINE_WIDTH = 3.0
+# Neuron markers and self-synapse rings, in points. A neuron marker of area 60 pt^2 has
+# a radius of about 4 pt, so a ring of 12 pt centred 9 pt to the right touches it.
+_NEURON_MARKER_AREA = 60
+_SELF_SYNAPSE_RING_SIZE = 12
+_SELF_SYNAPSE_OFFSET = 9
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -92,17 +102,18 @@ def plot_wiring(wiring_or_cell: Wiring | WiredCell, path: PathLike, title: str |
         (x0, y0), (x1, y1) = position[-1 - int(source)], position[int(destination)]
         axes.plot([x0, x1], [y0, y1], color=color, alpha=0.5, lw=sensory_widths[source, destination])
 
+    ring_offset = offset_copy(axes.transData, figure, x=_SELF_SYNAPSE_OFFSET, units="points")
     sources, destinations = np.nonzero(wiring.adjacency)
     for source, destination in zip(sources, destinations):
         color = EXCITATORY_COLOR if wiring.adjacency[source, destination] > 0 else INHIBITORY_COLOR
         start, end = position[int(source)], position[int(destination)]
         width = neuron_widths[source, destination]
         if source == destination:
-            loop = FancyArrowPatch(
-                (start[0] + 0.05, start[1] + 0.1), (start[0] + 0.05, start[1] - 0.1),
-                connectionstyle="arc3,rad=-1.5", color=color, lw=width, arrowstyle="-",
+            axes.plot(
+                [start[0]], [start[1]], marker="o", markersize=_SELF_SYNAPSE_RING_SIZE,
+                markerfacecolor="none", markeredgecolor=color, markeredgewidth=max(width, 1.0),
+                transform=ring_offset, zorder=2, linestyle="none",
             )
-            axes.add_patch(loop)
             continue
         # Synapses within a column (recurrent command synapses) bend to stay visible.
         bend = 0.4 if start[0] == end[0] else 0.0
@@ -115,11 +126,16 @@ def plot_wiring(wiring_or_cell: Wiring | WiredCell, path: PathLike, title: str |
     for column_index, (name, neurons) in enumerate(columns):
         xs = [position[n][0] for n in neurons]
         ys = [position[n][1] for n in neurons]
-        axes.scatter(xs, ys, s=60, color="white", edgecolors="black", zorder=3)
+        axes.scatter(xs, ys, s=_NEURON_MARKER_AREA, color="white", edgecolors="black", zorder=3)
         axes.text(column_index, (tallest - 1) / 2.0 + 1.0, f"{name} ({len(neurons)})", ha="center")
 
     axes.plot([], [], color=EXCITATORY_COLOR, label="excitatory")
     axes.plot([], [], color=INHIBITORY_COLOR, label="inhibitory")
+    if np.diagonal(wiring.adjacency).any():
+        axes.plot(
+            [], [], marker="o", markersize=8, markerfacecolor="none", markeredgecolor="black",
+            linestyle="none", label="self-synapse",
+        )
     axes.legend(loc="lower right", fontsize="small")
     axes.set_title(title if title is not None else repr(wiring), fontsize="small")
     axes.set_xlim(-0.5, len(columns) - 0.5)

@@ -70,7 +70,7 @@ class ControllerConfig:
     backbone_dropout: float = 0.0
     ode_unfolds: int = 6  # LTC solver substeps per step (when max_substep_s is None)
     solver: str = "semi_implicit"  # LTC solver: "semi_implicit", "euler" or "rk4"
-    # LTC: longest solver substep in seconds, None for a fixed ode_unfolds. When set,
+    # LTC: maximum solver substep in seconds, None for a fixed ode_unfolds. When set,
     # each step takes ceil(dt / max_substep_s) substeps, at most max_unfolds.
     max_substep_s: float | None = None
     max_unfolds: int = 32
