@@ -78,7 +78,9 @@ def test_nodes_keep_lane_over_dds(model_path, tmp_path):
     probe.subscribe(Odometry, "/odom")
     drive_time = 30.0  # simulated s
     perception = NodeProcess(
-        "perception_node", {"model_path": str(model_path), "speed": SPEED, "image_reliable": True},
+        "perception_node",
+        {"model_path": str(model_path), "speed": SPEED, "image_reliable": True,
+         "start_enabled": True},
         log_path=tmp_path / "perception_node.log")
     sim = NodeProcess(
         "sim_node",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -20,13 +20,17 @@ def declare_parameter(
     read_only: bool = False,
     min_value: float | int | None = None,
     max_value: float | int | None = None,
+    additional_constraints: str = "",
 ):
     """Declare a parameter with a descriptor and return its current value.
 
     A numeric range needs both bounds; ROS 2 then rejects values outside it with
-    a reason that names the range.
+    a reason that names the range. `additional_constraints` describes in words
+    what a set-parameters callback checks on top, such as the valid strings.
     """
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    descriptor = ParameterDescriptor(
+        description=description, read_only=read_only,
+        additional_constraints=additional_constraints)
     if min_value is not None and max_value is not None:
         if isinstance(default, float):
             descriptor.floating_point_range = [
@@ -63,17 +67,22 @@ COMMAND_QOS = QoSProfile(
 )
 
 
-def run_node(node_factory: Callable[[], Node], args=None) -> None:
+def run_node(node_factory: Callable[[], Node], args=None, num_threads: int = 1) -> None:
     """Initialise rclpy, spin the node until shutdown, then clean up.
 
     Ctrl-C and an external shutdown both end the spin quietly; the node's
     `destroy_node` runs in every case so files and simulators are closed.
+    With `num_threads` above 1 a multi-threaded executor runs callbacks of
+    different callback groups at the same time.
     """
     rclpy.init(args=args)
     node = None
     try:
         node = node_factory()
-        executor = SingleThreadedExecutor()
+        if num_threads > 1:
+            executor = MultiThreadedExecutor(num_threads=num_threads)
+        else:
+            executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -1,9 +1,9 @@
 """Watch the shipped liquid network drive the embedded simulator over ROS 2.
 
 Starts `sim_node` (real time by default) and `perception_node` as separate
-processes that talk over DDS, follows the drive with a monitor node until the
-car has completed the requested laps, then prints the lane-keeping figures and
-the perception node's latency, and saves a plot of the driven path.
+processes that talk over DDS. A monitor node follows the drive until the car
+has completed the requested laps. Then the tool prints the lane-keeping
+figures and the perception node's latency, and saves a plot of the driven path.
 
     liquid-driver-demo --layout curvy --laps 2 --out out/demo
 
@@ -71,7 +71,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     perception = NodeProcess(
         "perception_node",
-        {"model_path": str(model), "speed": args.speed, "image_reliable": args.lockstep},
+        {"model_path": str(model), "speed": args.speed, "image_reliable": args.lockstep,
+         "start_enabled": True},
         log_path=out / "perception_node.log")
     sim = NodeProcess(
         "sim_node",
