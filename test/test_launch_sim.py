@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-launch_testing = pytest.importorskip(
+pytest.importorskip(
     "launch_testing", reason="ROS 2 launch_testing is not installed here")
 pytest.importorskip("launch_ros", reason="ROS 2 launch_ros is not installed here")
 
