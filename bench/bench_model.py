@@ -270,6 +270,9 @@ def run(calls: int, repeats: int) -> dict[str, Any]:
     training["cfc_fwd_bwd_pytorch"] = training_step(lambda: cfc_cell(features, dt)[0], list(cfc_cell.parameters()), repeats)
     cfc_cell.fast_path = True
     training["ltc_fwd_bwd"] = training_step(lambda: ltc_cell(features, dt)[0], list(ltc_cell.parameters()), repeats)
+    ltc_cell.fast_path = False
+    training["ltc_fwd_bwd_pytorch"] = training_step(lambda: ltc_cell(features, dt)[0], list(ltc_cell.parameters()), repeats)
+    ltc_cell.fast_path = True
     training["lstm_fwd_bwd"] = training_step(lambda: lstm(features)[0], list(lstm.parameters()), repeats)
     cfc_cell.eval()
     ltc_cell.eval()
@@ -358,8 +361,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"| nn.LSTM(32, 19) forward + backward, same shapes, median (ms) | {training['lstm_fwd_bwd']['median_ms']:.2f} "
         f"(CfC / LSTM = {_ratio(training['cfc_fwd_bwd'], training['lstm_fwd_bwd'], 'median_ms')}; "
         f"{parameters['lstm']['total']} parameters) |",
-        f"| CfC forward + backward on PyTorch operators only, median (ms) | "
-        f"{training['cfc_fwd_bwd_pytorch']['median_ms']:.2f} |",
+        f"| CfC / LTC forward + backward on PyTorch operators only, median (ms) | "
+        f"{training['cfc_fwd_bwd_pytorch']['median_ms']:.2f} / {training['ltc_fwd_bwd_pytorch']['median_ms']:.2f} |",
         f"| CfC / LTC streaming step on PyTorch operators only, p50 (us) | "
         f"{latency['cfc_step_pytorch']['p50_us']:.1f} / {latency['ltc_step_pytorch']['p50_us']:.1f} |",
         f"| Perception step (CNN 48 x 128 + CfC), PyTorch, p50 / p99 (us) | "

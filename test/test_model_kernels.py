@@ -102,13 +102,115 @@ def test_ltc_inference_matches(solver, max_substep_s):
     _assert_all_close(*_run_both(cell, run))
 
 
-def test_ltc_trains_through_pytorch():
+def _ltc_dt(kind, batch_size, steps):
+    """Return a dt in seconds: one float, one value per step, or one per sample and step."""
+    if kind == "float":
+        return 0.05
+    if kind == "per_step":
+        return (0.02 + torch.rand(1, steps) * 0.08).expand(batch_size, steps)
+    return 0.02 + torch.rand(batch_size, steps) * 0.08
+
+
+def _ltc_training_run(x, dt, initial):
+    """Return a function that runs an LTC forward and backward and collects the results."""
+
+    def run(cell):
+        cell.zero_grad()
+        x.grad = None
+        initial.grad = None
+        outputs, final = cell(x, dt, initial)
+        # A loss that reaches every state, not only the motor outputs.
+        (outputs.square().sum() + final.sin().sum()).backward()
+        gradients = [parameter.grad.clone() for parameter in cell.parameters()]
+        return [outputs.detach(), final.detach(), x.grad.clone(), initial.grad.clone(), *gradients]
+
+    return run
+
+
+@pytest.mark.parametrize("enforce_polarity", [True, False], ids=["polarity", "learned_erev"])
+@pytest.mark.parametrize("dt_kind", ["float", "per_step", "per_sample"])
+@pytest.mark.parametrize("batch_size", [1, 4, 19])
+def test_ltc_gradients_match(batch_size, dt_kind, enforce_polarity):
     torch.manual_seed(3)
+    cell = LTCCell(AutoNCP(19, 2), INPUT_SIZE, enforce_polarity=enforce_polarity)
+    x = torch.randn(batch_size, 5, INPUT_SIZE, requires_grad=True)
+    initial = (0.3 * torch.randn(batch_size, cell.units)).requires_grad_()
+    dt = _ltc_dt(dt_kind, batch_size, 5)
+
+    reference, actual = _run_both(cell, _ltc_training_run(x, dt, initial))
+    expected_count = 4 + 13 if enforce_polarity else 4 + 15
+    assert len(reference) == expected_count
+    _assert_all_close(reference, actual)
+
+
+def test_ltc_gradients_match_float64_reference():
+    """The kernels compute in float64, so they also match a float64 PyTorch run."""
+    torch.manual_seed(4)
+    cell = LTCCell(NCP(6, 4, 2, sensory_fanout=3, inter_fanout=2, recurrent_command_synapses=5, motor_fanin=3), INPUT_SIZE)
+    x = torch.randn(4, 6, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
+    initial = (0.3 * torch.randn(4, cell.units, dtype=torch.float64)).requires_grad_()
+    dt = _ltc_dt("per_sample", 4, 6)
+
+    cell.double()
+    cell.fast_path = False
+    reference = _ltc_training_run(x, dt, initial)(cell)
+    cell.float()
+    cell.fast_path = True
+    x32 = x.detach().float().requires_grad_()
+    initial32 = initial.detach().float().requires_grad_()
+    actual = _ltc_training_run(x32, dt.float(), initial32)(cell)
+    for expected, value in zip(reference, actual):
+        torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ltc_adaptive_substep_gradients_match():
+    """With max_substep_s, samples of one step take different substep counts."""
+    torch.manual_seed(5)
+    cell = LTCCell(AutoNCP(19, 1), INPUT_SIZE, max_substep_s=0.01, max_unfolds=8)
+    x = torch.randn(4, 5, INPUT_SIZE, requires_grad=True)
+    initial = (0.3 * torch.randn(4, cell.units)).requires_grad_()
+    dt = 0.005 + torch.rand(4, 5) * 0.1  # 1 to 8 substeps of at most 0.01 s, some capped
+
+    _assert_all_close(*_run_both(cell, _ltc_training_run(x, dt, initial)))
+
+
+def test_ltc_training_uses_kernels(monkeypatch):
+    torch.manual_seed(6)
     cell = LTCCell(AutoNCP(19, 1), INPUT_SIZE)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the PyTorch step ran")
+
+    monkeypatch.setattr(cell, "_step", forbidden)
     outputs, _ = cell(torch.randn(3, 4, INPUT_SIZE), 0.05)
     outputs.sum().backward()
     assert cell.sensory_weight.grad is not None
     assert cell.sensory_weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("solver", ["euler", "rk4"])
+def test_ltc_other_solvers_train_through_pytorch(solver, monkeypatch):
+    torch.manual_seed(7)
+    cell = LTCCell(AutoNCP(19, 1), INPUT_SIZE, solver=solver)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the training kernel ran")
+
+    monkeypatch.setattr(fast.LTCSequence, "apply", forbidden)
+    outputs, _ = cell(torch.randn(3, 4, INPUT_SIZE), 0.05)
+    outputs.sum().backward()
+    assert cell.sensory_weight.grad.abs().sum() > 0
+
+
+def test_ltc_dt_gradient_uses_pytorch():
+    """The kernels compute no gradient for dt, so a dt that requires one uses PyTorch."""
+    torch.manual_seed(8)
+    cell = LTCCell(AutoNCP(19, 1), INPUT_SIZE)
+    dt = torch.full((2, 3), 0.05, requires_grad=True)
+    outputs, _ = cell(torch.randn(2, 3, INPUT_SIZE), dt)
+    outputs.sum().backward()
+    assert dt.grad is not None
+    assert dt.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 12])

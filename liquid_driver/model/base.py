@@ -417,7 +417,8 @@ class WiredCell(nn.Module):
         """Run the cell over a sequence.
 
         With gradients disabled this runs a compiled kernel where :mod:`.fast` allows it.
-        A CfC also trains through a kernel (see :class:`~liquid_driver.model.fast.CfCSequence`).
+        A CfC, and an LTC with the semi-implicit solver, also train through kernels (see
+        :class:`~liquid_driver.model.fast.CfCSequence` and :class:`~liquid_driver.model.fast.LTCSequence`).
 
         Args:
             x: Input features, shape (batch, time, input_size).

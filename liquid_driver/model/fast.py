@@ -9,8 +9,10 @@ The cells use the kernels when all of these hold, and their PyTorch code otherwi
 * the cell has no dense backbone and no mixed memory.
 
 With gradients disabled, ``step`` and ``forward`` of both cells run the kernels. With
-gradients enabled, the CfC sequence ``forward`` runs :class:`CfCSequence`, whose backward
-pass is a kernel too. The LTC trains through PyTorch autograd.
+gradients enabled, the sequence ``forward`` runs :class:`CfCSequence` (CfC) or
+:class:`LTCSequence` (LTC with the semi-implicit solver), whose backward passes are
+kernels too, unless ``dt`` requires a gradient. The other LTC solvers and ``step`` train
+through PyTorch autograd.
 """
 
 from __future__ import annotations
@@ -236,3 +238,137 @@ class CfCSequence(torch.autograd.Function):
             None,
             None,
         )
+
+
+class LTCStructure(NamedTuple):
+    """Synapse layout and solver settings of an LTC, for the training kernels."""
+
+    sensory_source: np.ndarray  # (sensory synapses,) input index
+    sensory_destination: np.ndarray  # (sensory synapses,) neuron index
+    source: np.ndarray  # (synapses,) neuron index
+    destination: np.ndarray  # (synapses,) neuron index
+    unfolds: int  # substeps per step when max_substep is 0
+    max_substep: float  # max substep in cell time, or 0 for a fixed unfolds
+    max_unfolds: int
+    epsilon: float
+    min_time: float  # smallest cell time per step
+
+
+class LTCSequence(torch.autograd.Function):
+    """Differentiable semi-implicit LTC over a sequence, computed by the kernels.
+
+    Inputs are the mapped inputs ``(batch, time, input_size)`` and the sensory synapses'
+    conductance, mu, sigma and reversal potential, one entry per synapse. The same four
+    follow for the neuron-to-neuron synapses, then ``gleak``, ``vleak`` and ``cm`` of
+    shape (units,), the initial state ``(batch, units)``, the cell time
+    ``(batch, time)`` and the :class:`LTCStructure`. Conductances, ``gleak`` and ``cm``
+    come after softplus. The output is the state after every step,
+    ``(batch, time, units)``. The gradient with respect to the cell time is not computed.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        mapped: torch.Tensor,
+        sensory_weight: torch.Tensor,
+        sensory_mu: torch.Tensor,
+        sensory_sigma: torch.Tensor,
+        sensory_erev: torch.Tensor,
+        weight: torch.Tensor,
+        mu: torch.Tensor,
+        sigma: torch.Tensor,
+        erev: torch.Tensor,
+        gleak: torch.Tensor,
+        vleak: torch.Tensor,
+        cm: torch.Tensor,
+        initial: torch.Tensor,
+        time: torch.Tensor,
+        structure: LTCStructure,
+    ) -> torch.Tensor:
+        kernels = load_kernels()
+        assert kernels is not None
+        batch_size, steps, _ = mapped.shape
+        units = initial.shape[1]
+
+        # The kernels put the batch last: (batch, time, n) -> (time, n, batch).
+        arrays = [
+            np.ascontiguousarray(as_array(mapped).transpose(1, 2, 0)),
+            np.ascontiguousarray(as_array(initial).T),  # (units, batch)
+            np.ascontiguousarray(as_array(time).T),  # (time, batch)
+            # Copies, so that an in-place parameter update before backward changes nothing.
+            *(
+                as_array(tensor).copy()
+                for tensor in (
+                    sensory_weight, sensory_mu, sensory_sigma, sensory_erev,
+                    weight, mu, sigma, erev, gleak, vleak, cm,
+                )
+            ),
+        ]
+
+        max_substeps = structure.max_unfolds if structure.max_substep > 0.0 else structure.unfolds
+        states = np.empty((steps, units, batch_size), np.float32)
+        saved = (
+            np.empty((steps, max_substeps + 1, units, batch_size), np.float64),  # potentials
+            np.empty((steps, max_substeps, units, batch_size), np.float64),  # denominators
+            np.empty((steps, max_substeps, structure.source.shape[0], batch_size), np.float64),
+            np.empty((steps, structure.sensory_source.shape[0], batch_size), np.float64),
+        )
+        kernels.ltc_semi_implicit_forward(*_ltc_kernel_arguments(arrays, structure), states, *saved)
+
+        ctx.structure = structure
+        ctx.arrays = arrays
+        ctx.saved = saved
+        # (time, units, batch) -> (batch, time, units)
+        return torch.from_numpy(np.ascontiguousarray(states.transpose(2, 0, 1)))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_states: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        kernels = load_kernels()
+        assert kernels is not None
+        structure: LTCStructure = ctx.structure
+        arrays = ctx.arrays
+        mapped, initial = arrays[0], arrays[1]
+        grad_mapped = np.empty(mapped.shape, np.float32)
+        grad_initial = np.empty(initial.shape, np.float32)
+        # Rows: conductance, mu, sigma, reversal potential.
+        grad_sensory = np.zeros((4, structure.sensory_source.shape[0]), np.float64)
+        grad_synapse = np.zeros((4, structure.source.shape[0]), np.float64)
+        # Rows: gleak, vleak, cm.
+        grad_neuron = np.zeros((3, initial.shape[0]), np.float64)
+        kernels.ltc_semi_implicit_backward(
+            np.ascontiguousarray(as_array(grad_states).transpose(1, 2, 0)),  # (time, units, batch)
+            *_ltc_kernel_arguments(arrays, structure), *ctx.saved,
+            grad_mapped, grad_initial, grad_sensory, grad_synapse, grad_neuron,
+        )
+
+        def result(index: int, value: np.ndarray) -> torch.Tensor | None:
+            if not ctx.needs_input_grad[index]:
+                return None
+            return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+        return (
+            result(0, grad_mapped.transpose(2, 0, 1)),  # (time, n, batch) -> (batch, time, n)
+            *(result(1 + row, grad_sensory[row]) for row in range(4)),
+            *(result(5 + row, grad_synapse[row]) for row in range(4)),
+            *(result(9 + row, grad_neuron[row]) for row in range(3)),
+            result(12, grad_initial.T),  # (units, batch) -> (batch, units)
+            None,
+            None,
+        )
+
+
+def _ltc_kernel_arguments(arrays: list[np.ndarray], structure: LTCStructure) -> tuple[Any, ...]:
+    """Order the arrays of :class:`LTCSequence` as the LTC training kernels take them."""
+    (
+        mapped, initial, time, sensory_weight, sensory_mu, sensory_sigma, sensory_erev,
+        weight, mu, sigma, erev, gleak, vleak, cm,
+    ) = arrays
+    return (
+        mapped, initial, time,
+        structure.sensory_source, structure.sensory_destination,
+        sensory_weight, sensory_mu, sensory_sigma, sensory_erev,
+        structure.source, structure.destination, weight, mu, sigma, erev,
+        gleak, vleak, cm, structure.unfolds, structure.max_substep, structure.max_unfolds,
+        structure.epsilon, structure.min_time,
+    )

@@ -198,6 +198,9 @@ class LTCCell(WiredCell):
         # Synapses as (source, destination) index arrays for the kernels.
         self._sensory_entries = np.nonzero(wiring.sensory_adjacency)
         self._neuron_entries = np.nonzero(wiring.adjacency)
+        # The same synapses as indices into the flattened (source, destination) matrices.
+        self._sensory_index = torch.from_numpy(np.ravel_multi_index(self._sensory_entries, (inputs, units)))
+        self._neuron_index = torch.from_numpy(np.ravel_multi_index(self._neuron_entries, (units, units)))
 
     def _compute_weights(self) -> LTCWeights:
         return LTCWeights(
@@ -297,10 +300,60 @@ class LTCCell(WiredCell):
         slope4 = self._derivative(potential + substep * slope3, *terms)
         return potential + substep / 6.0 * (slope1 + 2.0 * slope2 + 2.0 * slope3 + slope4)
 
+    def _run_sequence(self, x: torch.Tensor, state: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        # The training kernels cover the semi-implicit solver and no gradient for dt.
+        if self.solver == "semi_implicit" and not time.requires_grad and self._use_kernels(x):
+            return self._kernel_training_sequence(x, state, time)
+        return super()._run_sequence(x, state, time)
+
     # -- compiled kernels ---------------------------------------------------------------
 
     def _kernel_supported(self) -> bool:
         return True
+
+    def _kernel_structure(self) -> fast.LTCStructure:
+        sensory_source, sensory_destination = self._sensory_entries
+        source, destination = self._neuron_entries
+        return fast.LTCStructure(
+            sensory_source=np.ascontiguousarray(sensory_source, dtype=np.int64),
+            sensory_destination=np.ascontiguousarray(sensory_destination, dtype=np.int64),
+            source=np.ascontiguousarray(source, dtype=np.int64),
+            destination=np.ascontiguousarray(destination, dtype=np.int64),
+            unfolds=self.ode_unfolds,
+            max_substep=0.0 if self.max_substep_s is None else self.max_substep_s / self.time_scale_s,
+            max_unfolds=self.max_unfolds,
+            epsilon=self.epsilon,
+            min_time=_MIN_TIME,
+        )
+
+    def _kernel_training_sequence(self, x: torch.Tensor, state: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """Run the sequence through :class:`~liquid_driver.model.fast.LTCSequence`."""
+        weights = self._compute_weights()
+        mapped = x * self.input_weight + self.input_bias  # (batch, time, inputs)
+
+        def sensory(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.reshape(-1)[self._sensory_index]  # (inputs, units) -> (sensory synapses,)
+
+        def neuron(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.reshape(-1)[self._neuron_index]  # (units, units) -> (synapses,)
+
+        return fast.LTCSequence.apply(
+            mapped,
+            sensory(weights.sensory_weight),
+            sensory(self.sensory_mu),
+            sensory(self.sensory_sigma),
+            sensory(weights.sensory_erev),
+            neuron(weights.weight),
+            neuron(self.mu),
+            neuron(self.sigma),
+            neuron(weights.erev),
+            weights.gleak,
+            self.vleak,
+            weights.cm,
+            state,
+            time.detach(),
+            self._kernel_structure(),
+        )
 
     def _build_plan(self) -> LTCPlan:
         weights = self._compute_weights()
