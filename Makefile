@@ -50,6 +50,8 @@ model: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) bench/bench_model.py
 	$(PYTHON) bench/bench_sim.py
+	$(PYTHON) bench/bench_train.py
+	$(PYTHON) bench/bench_node_latency.py
 
 clean:
 	rm -rf out runs build install log .pytest_cache $(JAZZY_VENV)

@@ -49,6 +49,7 @@ setup(
             "liquid-driver-collect = liquid_driver.tools.collect:main",
             "liquid-driver-demo = liquid_driver.tools.demo:main",
             "liquid-driver-export = liquid_driver.model.export:main",
+            "liquid-driver-eval = liquid_driver.eval.cli:main",
         ],
     },
 )

@@ -177,3 +177,57 @@ def test_ackermann_type_available(tmp_path):
     with AnyReader([tmp_path / "bag"]) as reader:
         ((connection, _, raw),) = list(reader.messages())
         assert reader.deserialize(raw, connection.msgtype).drive.steering_angle == pytest.approx(0.2)
+
+
+_KILLED_WRITER = """
+import sys
+import time
+from liquid_driver.data.bag import BagWriter, project_typestore, serialize
+types = project_typestore().types
+vector = types["geometry_msgs/msg/Vector3"]
+data = serialize(types["geometry_msgs/msg/Twist"](linear=vector(x=1.0, y=0.0, z=0.0),
+                 angular=vector(x=0.0, y=0.0, z=0.0)), "geometry_msgs/msg/Twist")
+writer = BagWriter(sys.argv[1])
+writer.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+for index in range(int(sys.argv[2])):
+    writer.write("/cmd_vel", index * 1000, data)
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_writer_leaves_complete_chunks(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from mcap.exceptions import EndOfFile
+    from mcap.records import Message
+    from mcap.stream_reader import StreamReader
+
+    bag = tmp_path / "killed"
+    messages = 20000  # about 1.3 MB, more than one 1 MiB chunk
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(bag), str(messages)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "written"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        process.stdout.close()
+
+    assert not (bag / "metadata.yaml").exists()
+    files = list(bag.glob("*.mcap"))
+    assert len(files) == 1
+    stamps = []
+    with files[0].open("rb") as stream:
+        try:
+            for record in StreamReader(stream).records:
+                if isinstance(record, Message):
+                    stamps.append(record.log_time)
+        except EndOfFile:
+            pass  # the chunk that was open at the kill is incomplete
+    # Every message of the completed chunks is readable, in order.
+    assert len(stamps) > 1000
+    assert len(stamps) < messages
+    assert stamps == [index * 1000 for index in range(len(stamps))]

@@ -25,6 +25,14 @@ EXPECTED_FILES = (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache_home(tmp_path_factory):
+    """Keep the CLI's default frame cache out of the user's home folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def bar_bags(tmp_path_factory):
     """Three recordings of the bar scene, 240 frames (12 s) each."""

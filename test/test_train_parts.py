@@ -110,14 +110,14 @@ def test_augment_never_mirrors():
     # A bright column on the left must stay on the left under every augmentation.
     frames = torch.full((32, 2, 3, 12, 16), 0.2)
     frames[..., 2] = 0.9
-    augmented = augment_frames_(frames, AugmentConfig(noise_std=0.0), torch.Generator().manual_seed(2))
+    augmented = augment_frames_(frames, AugmentConfig(noise_std=0.0, heavy_noise_probability=0.0), torch.Generator().manual_seed(2))
     brightest = augmented.mean(dim=(1, 2, 3)).argmax(dim=-1)  # (B, T, 3, h, w) -> (B, w)
     assert brightest.tolist() == [2] * 32
 
 
 def test_augment_same_lighting_within_window():
     frames = torch.full((8, 5, 3, 12, 16), 0.5)
-    config = AugmentConfig(noise_std=0.0)
+    config = AugmentConfig(noise_std=0.0, heavy_noise_probability=0.0)
     augmented = augment_frames_(frames, config, torch.Generator().manual_seed(3))
     # Without noise every frame of a window gets identical parameters.
     assert torch.equal(augmented[:, :1].expand_as(augmented), augmented)
@@ -126,7 +126,8 @@ def test_augment_same_lighting_within_window():
 
 def test_shadow_darkens_only_mask():
     frames = torch.full((16, 2, 3, 12, 16), 0.5)
-    config = AugmentConfig(brightness=0.0, contrast=0.0, colour_gain=0.0, noise_std=0.0, shadow_probability=1.0)
+    config = AugmentConfig(brightness=0.0, contrast=0.0, colour_gain=0.0, noise_std=0.0, heavy_noise_probability=0.0,
+                           shadow_probability=1.0)
     augmented = augment_frames_(frames, config, torch.Generator().manual_seed(4))
     darkened = augmented < 0.5
     assert darkened.any()

@@ -226,6 +226,29 @@ class BagWriter:
             self._writer.write(connection, timestamp_ns, cdr_bytes)
             self._counts[topic] += 1
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """Store a string in the `custom_data` of the bag's metadata.yaml, written on close.
+
+        `ros2 bag info` does not print it; read it with
+        `yaml.safe_load(open("metadata.yaml"))["rosbag2_bagfile_information"]["custom_data"]`.
+
+        Raises:
+            TypeError: `key` or `value` is not a string.
+            RuntimeError: The bag is closed.
+        """
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"custom data key and value must be strings, got {key!r}: {value!r}; "
+                "serialise other values, for example with json.dumps."
+            )
+        with self._lock:
+            self._check_open()
+            self._writer.set_custom_data(key, value)
+
+    def storage_bytes(self) -> int:
+        """Return the size of the storage files written so far, in bytes."""
+        return sum(path.stat().st_size for path in self.path.iterdir() if path.is_file())
+
     def close(self) -> None:
         """Finish the storage file and write metadata.yaml; later calls do nothing."""
         with self._lock:

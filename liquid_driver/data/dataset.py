@@ -28,6 +28,7 @@ import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 
 from liquid_driver.data.bag import project_typestore
+from liquid_driver.data.cache import load_bag_cached
 from liquid_driver.data.errors import DatasetError
 from liquid_driver.data.images import ImageFormatError, message_to_rgb
 from liquid_driver.data.preprocess import Preprocessing
@@ -231,6 +232,7 @@ def load_episodes(
     bags: Iterable[str | Path],
     preprocessing: Preprocessing | None = None,
     config: DatasetConfig | None = None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[list[Episode], DatasetReport]:
     """Read bags into preprocessed episodes.
 
@@ -240,6 +242,9 @@ def load_episodes(
         preprocessing: Crop and resize of each frame; the default `Preprocessing()`
             when None.
         config: Topic selection and filters; the default `DatasetConfig()` when None.
+        cache_dir: Folder of the on-disk frame cache (`liquid_driver.data.cache`).
+            With a cache, episode frames are memory-mapped from it; with None,
+            all frames are held in memory.
 
     Returns:
         The episodes in bag order and a report of what was used and skipped.
@@ -258,7 +263,19 @@ def load_episodes(
     report = DatasetReport()
     episodes: list[Episode] = []
     for path in paths:
-        episodes.extend(_load_bag(path, preprocessing, config, report))
+        if cache_dir is None:
+            episodes.extend(_load_bag(path, preprocessing, config, report))
+        else:
+            episodes.extend(
+                load_bag_cached(
+                    path,
+                    Path(cache_dir),
+                    preprocessing,
+                    config,
+                    report,
+                    lambda bag, bag_report: _load_bag(bag, preprocessing, config, bag_report),
+                )
+            )
 
     report.episode_lengths = [len(episode) for episode in episodes]
     report.frames_used = sum(report.episode_lengths)

@@ -21,10 +21,11 @@ from typing import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from liquid_driver.data.cache import default_cache_dir
 from liquid_driver.data.dataset import DatasetConfig, DatasetError
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.model import CheckpointError, ControllerConfig, ConvHeadConfig, PolicyConfig
-from liquid_driver.train.config import AugmentConfig, TrainConfig
+from liquid_driver.train.config import AugmentConfig, CameraGeometry, TrainConfig
 from liquid_driver.train.loop import TrainingError
 from liquid_driver.train.run import train
 
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude-modes", nargs="*", metavar="MODE", default=list(_default(DatasetConfig, "excluded_modes")),
         help="driving modes whose frames are dropped",
     )
+    data.add_argument("--cache-dir", default=str(default_cache_dir()),
+                      help="folder of the preprocessed-frame cache; frames are memory-mapped from it, "
+                      "so datasets larger than memory train in bounded memory")
+    data.add_argument("--no-cache", action="store_true",
+                      help="hold all frames in memory instead of using --cache-dir")
     data.add_argument("--wheelbase", type=float, help="wheelbase in m, needed for Ackermann commands")
     data.add_argument("--min-speed", type=float, default=_default(DatasetConfig, "min_speed"),
                       help="skip frames whose |speed| is below this, m/s")
@@ -116,13 +122,37 @@ def build_parser() -> argparse.ArgumentParser:
                               help="wall-clock limit in minutes; 0 removes the limit")
     optimisation.add_argument("--threads", type=int, help="torch CPU threads; default: torch's choice")
     optimisation.add_argument("--no-augment", action="store_true",
-                              help="disable brightness, contrast, colour, shadow and noise augmentation")
+                              help="disable all augmentation: brightness, contrast, colour, shadow, noise and view shifts")
     optimisation.add_argument("--resume", metavar="CKPT",
                               help="checkpoint to start from; a run's last.safetensors continues that run")
     optimisation.add_argument("--export", metavar="PATH", help="copy the best checkpoint to this file")
     optimisation.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     optimisation.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                               help="show progress bars (default: only on a terminal)")
+
+    augment = parser.add_argument_group(
+        "augmentation", "view shifts re-project frames as if the car were displaced and turned, "
+        "and correct the curvature to steer back; see docs/training.md")
+    for name, text in (
+        ("heavy_noise_probability", "probability that a window gets heavy Gaussian pixel noise"),
+        ("heavy_noise_std", "largest standard deviation of the heavy pixel noise, pixels in [0, 1]"),
+        ("view_shift_probability", "probability that a window is view-shifted"),
+        ("max_lateral_shift", "largest sideways view shift, m"),
+        ("max_yaw_shift", "largest heading view shift, rad"),
+        ("recovery_distance", "distance ahead at which a view-shifted car rejoins its path, m"),
+    ):
+        augment.add_argument(f"--{name.replace('_', '-')}", type=float, default=_default(AugmentConfig, name),
+                             help=text)
+    for name, kind, text in (
+        ("width", int, "camera image width as recorded, px"),
+        ("height", int, "camera image height as recorded, px"),
+        ("fovy_deg", float, "camera vertical field of view, degrees"),
+        ("mount_height", float, "camera lens height above the ground, m"),
+        ("pitch", float, "camera downward tilt, rad"),
+        ("forward", float, "camera lens distance ahead of the rear axle, m"),
+    ):
+        augment.add_argument(f"--camera-{name.replace('_', '-')}", type=kind,
+                             default=_default(CameraGeometry, name), help=text)
 
     model = parser.add_argument_group("model")
     model.add_argument("--cell", choices=("cfc", "ltc"), default=_default(ControllerConfig, "cell"),
@@ -203,7 +233,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         out=args.out,
         dataset=dataset,
         preprocessing=preprocessing,
-        augment=AugmentConfig(enabled=not args.no_augment),
+        augment=AugmentConfig(
+            enabled=not args.no_augment,
+            heavy_noise_probability=args.heavy_noise_probability,
+            heavy_noise_std=args.heavy_noise_std,
+            view_shift_probability=args.view_shift_probability,
+            max_lateral_shift=args.max_lateral_shift,
+            max_yaw_shift=args.max_yaw_shift,
+            recovery_distance=args.recovery_distance,
+            camera=CameraGeometry(
+                width=args.camera_width,
+                height=args.camera_height,
+                fovy_deg=args.camera_fovy_deg,
+                mount_height=args.camera_mount_height,
+                pitch=args.camera_pitch,
+                forward=args.camera_forward,
+            ),
+        ),
         policy=PolicyConfig(cnn=cnn, controller=controller),
         seq_len=args.seq_len,
         stride=args.stride,
@@ -226,6 +272,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         export=args.export,
         overwrite=args.overwrite,
         progress=args.progress,
+        cache_dir=None if args.no_cache else args.cache_dir,
     )
 
 

@@ -11,12 +11,50 @@ from liquid_driver.data.dataset import DatasetConfig
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.model import PolicyConfig
 
-__all__ = ["AugmentConfig", "TrainConfig"]
+__all__ = ["AugmentConfig", "CameraGeometry", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class CameraGeometry:
+    """Forward camera of the recording car, for the view-shift augmentation.
+
+    The defaults are the simulator's camera (`liquid_driver.sim.SimConfig`).
+    For a real car, measure the mount and give the camera's native image size,
+    before the training preprocessing crops and resizes it.
+    """
+
+    width: int = 160  # px, image width as recorded
+    height: int = 120  # px, image height as recorded
+    fovy_deg: float = 75.0  # vertical field of view, degrees; pixels are assumed square
+    mount_height: float = 0.15  # lens height above the ground, m
+    pitch: float = 0.35  # downward tilt of the optical axis, rad
+    forward: float = 0.31  # lens ahead of the rear axle, m
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"invalid CameraGeometry.{name} {value!r} px; expected an int >= 1.")
+        if not (math.isfinite(self.fovy_deg) and 1.0 <= self.fovy_deg <= 170.0):
+            raise ValueError(f"invalid CameraGeometry.fovy_deg {self.fovy_deg!r}; expected [1, 170] degrees.")
+        if not (math.isfinite(self.mount_height) and self.mount_height > 0.0):
+            raise ValueError(
+                f"invalid CameraGeometry.mount_height {self.mount_height!r} m; expected a positive height."
+            )
+        if not (math.isfinite(self.pitch) and abs(self.pitch) < 0.5 * math.pi):
+            raise ValueError(f"invalid CameraGeometry.pitch {self.pitch!r} rad; expected (-pi/2, pi/2).")
+        if not math.isfinite(self.forward):
+            raise ValueError(f"invalid CameraGeometry.forward {self.forward!r} m; expected a finite distance.")
+
+    @property
+    def focal_px(self) -> float:
+        """Focal length in pixels, from the vertical field of view."""
+        return 0.5 * self.height / math.tan(0.5 * math.radians(self.fovy_deg))
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Photometric augmentation of training frames, drawn once per window.
+    """Photometric and view-shift augmentation of training frames, drawn once per window.
 
     Horizontal flips are deliberately absent: the car drives in the right lane,
     so a mirrored frame would show a left-lane scene with the wrong target.
@@ -35,16 +73,40 @@ class AugmentConfig:
     shadow_factor: tuple[float, float] = (0.45, 0.85)
     # Gaussian pixel noise with a standard deviation drawn from [0, noise_std].
     noise_std: float = 0.03
+    # Probability that a window gets heavy pixel noise instead, with a standard
+    # deviation drawn from [noise_std, heavy_noise_std]. 0.45 is a variance of
+    # about 0.2 on pixels in [0, 1], the middle of the noise levels that
+    # liquid-driver-eval tests.
+    heavy_noise_probability: float = 0.2
+    heavy_noise_std: float = 0.45
+    # Probability that a window is re-projected as if the car were displaced
+    # sideways and turned, with the curvature corrected to steer back (see
+    # liquid_driver.train.augment.view_shift_). Offsets are drawn uniformly.
+    view_shift_probability: float = 0.5
+    max_lateral_shift: float = 0.1  # m, left positive; the lane is 0.6 m wide in the simulator
+    max_yaw_shift: float = 0.06  # rad, left positive
+    # Distance ahead, m, at which the corrected path rejoins the demonstrated one:
+    # the lookahead L of the pure-pursuit correction -2 * (lateral + L * yaw) / L^2.
+    recovery_distance: float = 1.0
+    camera: CameraGeometry = field(default_factory=CameraGeometry)
 
     def __post_init__(self) -> None:
-        for name in ("brightness", "contrast", "colour_gain", "noise_std"):
+        for name in ("brightness", "contrast", "colour_gain", "noise_std", "heavy_noise_std"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value < 1.0):
                 raise ValueError(f"invalid AugmentConfig.{name} {value!r}; expected a value in [0, 1).")
-        if not 0.0 <= self.shadow_probability <= 1.0:
+        for name in ("shadow_probability", "heavy_noise_probability", "view_shift_probability"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"invalid AugmentConfig.{name} {value!r}; expected a probability in [0, 1].")
+        for name in ("max_lateral_shift", "max_yaw_shift"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"invalid AugmentConfig.{name} {value!r}; expected a finite value >= 0.")
+        if not (math.isfinite(self.recovery_distance) and self.recovery_distance > 0.0):
             raise ValueError(
-                f"invalid AugmentConfig.shadow_probability {self.shadow_probability!r}; "
-                "expected a probability in [0, 1]."
+                f"invalid AugmentConfig.recovery_distance {self.recovery_distance!r} m; expected a "
+                "positive distance."
             )
         low, high = self.shadow_factor
         if not 0.0 <= low <= high <= 1.0:
@@ -107,6 +169,9 @@ class TrainConfig:
     resume: str | None = None
     # Copy the best checkpoint here at the end.
     export: str | None = None
+    # Folder of the on-disk frame cache, so that frames are memory-mapped instead of
+    # held in memory (see liquid_driver.data.cache); None loads everything into memory.
+    cache_dir: str | None = None
     # Replace the results of an earlier run in `out`.
     overwrite: bool = False
     # Show tqdm progress bars; None shows them only on a terminal.

@@ -20,7 +20,8 @@ from liquid_driver.data.dataset import Episode
 from liquid_driver.data.preprocess import frames_to_tensor
 from liquid_driver.data.windows import WindowDataset
 from liquid_driver.model import DrivingPolicy
-from liquid_driver.train.augment import augment_frames_
+from liquid_driver.data.preprocess import Preprocessing
+from liquid_driver.train.augment import augment_frames_, view_shift_
 from liquid_driver.train.config import AugmentConfig
 
 __all__ = [
@@ -73,10 +74,17 @@ def _window_loss_terms(
     settings: LossSettings,
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run a batch of windows; return (prediction, target, weights) after burn-in, each (B, T')."""
+    """Run a batch of windows; return (prediction, target, weights) after burn-in, each (B, T').
+
+    With `augment` and `generator`, the frames are augmented; with `preprocessing`
+    too, some windows are also view-shifted and their curvature corrected.
+    """
     frames = frames_to_tensor(frames_uint8)  # (B, T, h, w, 3) uint8 -> (B, T, 3, h, w) float
     if augment is not None and generator is not None:
+        if preprocessing is not None:
+            frames, curvature = view_shift_(frames, curvature, augment, preprocessing, generator)
         frames = augment_frames_(frames, augment, generator)
     prediction, _ = policy(frames, dt)  # (B, T, 1) in 1/m
     prediction = prediction[..., 0][:, settings.burn_in :]  # (B, T, 1) -> (B, T')
@@ -99,10 +107,13 @@ def train_epoch(
     deadline: float | None = None,
     progress: bool | None = None,
     description: str = "train",
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[float, bool]:
     """Run one epoch of shuffled windows with gradient clipping.
 
     Args:
+        preprocessing: Crop and resize of the frames; needed for the view-shift
+            augmentation, which is skipped when None.
         deadline: `time.monotonic()` value after which the epoch stops early.
         progress: Show a tqdm bar; None shows it only on a terminal.
 
@@ -125,7 +136,7 @@ def train_epoch(
     for indices in bar:
         frames, dt, curvature = windows.get_batch(indices)
         prediction, target, weights = _window_loss_terms(
-            policy, frames, dt, curvature, settings, augment, generator
+            policy, frames, dt, curvature, settings, augment, generator, preprocessing
         )
         loss = weighted_mse(prediction, target, weights)
         loss_value = float(loss.detach())

@@ -8,7 +8,8 @@ The run folder receives:
 * `model.safetensors`: the checkpoint with the lowest validation loss;
 * `last.safetensors` and `last_state.pt`: the latest epoch, for `--resume`;
 * `loss.png` and `val_predictions.png`: training curves and validation rollouts;
-* `train.log` when started from the command line.
+* `train.log` when started from the command line;
+* `tensorboard/`: the metrics as TensorBoard scalars, when the `tensorboard` package is installed.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ class _PreparedData:
 
 def _prepare_data(config: TrainConfig, run_dir: Path) -> _PreparedData:
     """Load and split the episodes and write `dataset_report.json`."""
-    episodes, report = load_episodes(config.bags, config.preprocessing, config.dataset)
+    episodes, report = load_episodes(config.bags, config.preprocessing, config.dataset, config.cache_dir)
     train_episodes, val_episodes = split_episodes(episodes, config.val_fraction, config.seq_len, config.seed)
     train_windows = WindowDataset(train_episodes, config.seq_len, config.stride)
     val_windows = WindowDataset(val_episodes, config.seq_len, config.seq_len)
@@ -336,6 +337,7 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.progress = _Progress()
         self.best_weights = copy.deepcopy(policy.state_dict())
+        self.tensorboard = _open_tensorboard(run_dir)
 
         constant = _constant_prediction(data.train_episodes, self.settings)
         summary["curvature_scale"] = self.settings.curvature_scale
@@ -369,6 +371,7 @@ class _Trainer:
             deadline=deadline,
             progress=self.config.progress,
             description=f"epoch {epoch}",
+            preprocessing=self.config.preprocessing,
         )
         evaluation = evaluate(self.policy, self.data.val_windows, self.settings)
         learning_rates = [group["lr"] for group in self.optimizer.param_groups]
@@ -384,6 +387,10 @@ class _Trainer:
         }
         improved = self.progress.record(row)
         _write_metrics(self.run_dir / "metrics.csv", self.progress.history)
+        if self.tensorboard is not None:
+            for key in ("train_loss", "val_loss", "val_mae", "lr_cnn", "lr_controller"):
+                self.tensorboard.add_scalar(key, row[key], epoch)
+            self.tensorboard.flush()
         logger.info(
             "Epoch %d/%d: train loss %.5f, val loss %.5f (constant %.5f), val MAE %.4f 1/m, %.1f s",
             epoch,
@@ -430,6 +437,8 @@ class _Trainer:
                 f"no epoch produced a finite validation loss (history {self.progress.history}); "
                 "check the validation episodes in dataset_report.json."
             )
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.policy.load_state_dict(self.best_weights)
         self._update_summary()
         self.summary.update(stop_reason=stop_reason, seconds=seconds)
@@ -550,6 +559,17 @@ def train(config: TrainConfig, command_line: Sequence[str] | None = None) -> Tra
         stop_reason=stop_reason,
         summary=summary,
     )
+
+
+def _open_tensorboard(run_dir: Path) -> Any:
+    """Return a TensorBoard SummaryWriter on `run_dir/tensorboard`, or None without tensorboard."""
+    # NOTE: only the path without tensorboard has run in this project's tests.
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.debug("tensorboard is not installed; metrics go to metrics.csv only")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def _save(path: Path, policy: DrivingPolicy, config: TrainConfig, summary: dict[str, Any]) -> None:
