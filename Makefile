@@ -15,7 +15,7 @@ DEMO_LAPS ?= 2
 JAZZY_VENV := .venv-jazzy
 JAZZY_STAMP := $(JAZZY_VENV)/.setup-done
 
-.PHONY: setup lint test test-jazzy demo model bench clean
+.PHONY: setup lint test test-jazzy demo model eval bench clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ demo: $(STAMP)
 model: $(STAMP)
 	$(VENV)/bin/liquid-driver-collect --out data/demos --overwrite
 	$(VENV)/bin/liquid-driver-train data/demos --out runs/lane_keeper --overwrite --export models/lane_keeper.safetensors
+
+# Closed-loop evaluation of the shipped model on held-out layouts, seeds and noise.
+eval: $(STAMP)
+	$(VENV)/bin/liquid-driver-eval --model models/lane_keeper.safetensors --out out/eval
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_model.py
