@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Preprocessing", "frames_to_tensor"]
 
@@ -156,6 +158,10 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         TypeError: The frames are not uint8.
         ValueError: The last axis is not the 3 colour channels.
     """
+    # Imported here, not at module level, so the onnxruntime backend of the
+    # perception node can use Preprocessing on a rover without torch.
+    import torch
+
     tensor = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if tensor.dtype != torch.uint8:
         raise TypeError(f"frames_to_tensor expects uint8 frames, got {tensor.dtype}.")
