@@ -6,8 +6,12 @@ Examples:
     liquid-driver-train bags/lap1 bags/lap2 --out runs/ltc --cell ltc --epochs 30
     liquid-driver-train bags/* --out runs/lane_keeper --resume runs/lane_keeper/last.safetensors
     liquid-driver-train bags/* --out runs/final --export models/lane_keeper.safetensors
+    torchrun --nproc_per_node 4 -m liquid_driver.train.cli data/demos --out runs/ddp
 
-See `liquid_driver.train.run` for the files written into the run folder.
+Under torchrun every rank runs this same command and trains with PyTorch
+DistributedDataParallel (see `liquid_driver.train.distributed` and
+docs/training-at-scale.md). See `liquid_driver.train.run` for the files written
+into the run folder.
 """
 
 from __future__ import annotations
@@ -19,13 +23,21 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch.distributed as dist
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from liquid_driver.data.cache import default_cache_dir
 from liquid_driver.data.dataset import DatasetConfig, DatasetError
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.model import CheckpointError, ControllerConfig, ConvHeadConfig, PolicyConfig
-from liquid_driver.train.config import AugmentConfig, CameraGeometry, TrainConfig
+from liquid_driver.train.config import PRECISIONS, AugmentConfig, CameraGeometry, TrainConfig
+from liquid_driver.train.distributed import (
+    DEVICES,
+    SetupError,
+    check_precision,
+    init_distributed,
+    shutdown_distributed,
+)
 from liquid_driver.train.loop import TrainingError
 from liquid_driver.train.run import train
 
@@ -128,7 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     optimisation.add_argument("--export", metavar="PATH", help="copy the best checkpoint to this file")
     optimisation.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     optimisation.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                              help="show progress bars (default: only on a terminal)")
+                              help="show progress bars (default: only on a terminal; only rank 0 under torchrun)")
+
+    hardware = parser.add_argument_group(
+        "hardware", "under torchrun every rank trains on its own share of the windows with "
+        "DistributedDataParallel; --batch-size is per rank; see docs/training-at-scale.md")
+    hardware.add_argument("--device", choices=DEVICES, default=_default(TrainConfig, "device"),
+                          help="auto: CUDA when available, else CPU; under torchrun each rank uses cuda:LOCAL_RANK")
+    hardware.add_argument("--precision", choices=PRECISIONS, default=_default(TrainConfig, "precision"),
+                          help="bf16 runs forward passes under torch.autocast with bfloat16; the liquid "
+                          "cells then run on PyTorch operators instead of their float32 CPU kernels")
+    hardware.add_argument("--log-shards", action="store_true",
+                          help="write shards/rank<N>.json per rank: the windows trained on in each epoch "
+                          "and a SHA-256 digest of the final parameters")
 
     augment = parser.add_argument_group(
         "augmentation", "view shifts re-project frames as if the car were displaced and turned, "
@@ -273,18 +297,30 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         overwrite=args.overwrite,
         progress=args.progress,
         cache_dir=None if args.no_cache else args.cache_dir,
+        device=args.device,
+        precision=args.precision,
+        log_shards=args.log_shards,
     )
 
 
-def _configure_logging(verbose: bool, run_dir: Path) -> logging.Handler:
+def _configure_logging(verbose: bool, run_dir: Path, rank: int | None) -> logging.Handler | None:
+    """Log to stderr and, on rank 0, to `train.log`; other ranks log warnings and errors only.
+
+    `rank` is None for a plain run and the torchrun rank otherwise.
+    """
     level = logging.DEBUG if verbose else logging.INFO
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    format_text = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if rank is not None:
+        format_text = f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s"
+    formatter = logging.Formatter(format_text)
     root = logging.getLogger()
-    root.setLevel(level)
+    root.setLevel(level if not rank else logging.WARNING)
     if not any(isinstance(handler, logging.StreamHandler) for handler in root.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(formatter)
         root.addHandler(console)
+    if rank:
+        return None
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     log_file.setFormatter(formatter)
@@ -302,17 +338,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 
-    log_file = _configure_logging(args.verbose, Path(config.out))
+    try:
+        context = init_distributed(config.device)
+        check_precision(config.precision, context.device)
+    except ValueError as error:
+        parser.error(str(error))
+    torchrun_rank = context.rank if dist.is_initialized() else None
+    log_file = _configure_logging(args.verbose, Path(config.out), torchrun_rank)
     try:
         with logging_redirect_tqdm():
-            result = train(config, command_line=["liquid-driver-train", *arguments])
-    except (DatasetError, CheckpointError, TrainingError, FileExistsError, FileNotFoundError) as error:
+            result = train(config, command_line=["liquid-driver-train", *arguments], context=context)
+    except (DatasetError, CheckpointError, TrainingError, SetupError, FileExistsError, FileNotFoundError) as error:
         logger.error("Training failed: %s", error)
         return _EXIT_USAGE
     finally:
-        logging.getLogger().removeHandler(log_file)
-        log_file.close()
+        shutdown_distributed()
+        if log_file is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
 
+    if not context.is_main:
+        return 0
     print(
         f"Best checkpoint {result.checkpoint} from epoch {result.best_epoch}: validation loss "
         f"{result.best_val_loss:.5f} (constant prediction {result.val_loss_constant:.5f}), "

@@ -10,8 +10,11 @@ from typing import Any
 from liquid_driver.data.dataset import DatasetConfig
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.model import PolicyConfig
+from liquid_driver.train.distributed import DEVICES
 
-__all__ = ["AugmentConfig", "CameraGeometry", "TrainConfig"]
+__all__ = ["PRECISIONS", "AugmentConfig", "CameraGeometry", "TrainConfig"]
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,18 @@ class TrainConfig:
     cache_dir: str | None = None
     # Replace the results of an earlier run in `out`.
     overwrite: bool = False
-    # Show tqdm progress bars; None shows them only on a terminal.
+    # Show tqdm progress bars; None shows them only on a terminal. Under torchrun only rank 0 shows them.
     progress: bool | None = None
+    # "auto" trains on the GPU when torch.cuda.is_available(), else on the CPU; under
+    # torchrun each rank uses cuda:LOCAL_RANK (see liquid_driver.train.distributed).
+    device: str = "auto"
+    # "fp32", or "bf16" to run forward passes under torch.autocast with bfloat16. The
+    # parameters, optimiser state and loss stay float32. The liquid cells' compiled
+    # kernels take only float32 CPU tensors, so under bf16 the cells run on PyTorch operators.
+    precision: str = "fp32"
+    # Write shards/rank<N>.json per rank: the windows each epoch trained on and a digest
+    # of the final parameters, to check how a distributed run split its data.
+    log_shards: bool = False
 
     def __post_init__(self) -> None:
         if not self.bags:
@@ -187,6 +200,10 @@ class TrainConfig:
             raise ValueError(f"invalid max_minutes {self.max_minutes!r}; expected a positive number or None.")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"invalid threads {self.threads!r}; expected an int >= 1 or None.")
+        if self.device not in DEVICES:
+            raise ValueError(f"invalid device {self.device!r}; expected one of {', '.join(DEVICES)}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"invalid precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}.")
 
         image_size = (self.policy.cnn.input_height, self.policy.cnn.input_width)
         if image_size != self.preprocessing.output_size:

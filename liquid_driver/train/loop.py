@@ -23,6 +23,7 @@ from liquid_driver.model import DrivingPolicy
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.train.augment import augment_frames_, view_shift_
 from liquid_driver.train.config import AugmentConfig
+from liquid_driver.train.distributed import DistributedContext, single_process_context
 
 __all__ = [
     "Evaluation",
@@ -75,19 +76,29 @@ def _window_loss_terms(
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
     preprocessing: Preprocessing | None = None,
+    device: torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run a batch of windows; return (prediction, target, weights) after burn-in, each (B, T').
 
     With `augment` and `generator`, the frames are augmented; with `preprocessing`
-    too, some windows are also view-shifted and their curvature corrected.
+    too, some windows are also view-shifted and their curvature corrected. The
+    augmentation runs on the CPU with the CPU `generator`; the batch then moves to
+    `device`. With `autocast_dtype` the forward pass runs under `torch.autocast`;
+    the returned prediction is float32 either way.
     """
     frames = frames_to_tensor(frames_uint8)  # (B, T, h, w, 3) uint8 -> (B, T, 3, h, w) float
     if augment is not None and generator is not None:
         if preprocessing is not None:
             frames, curvature = view_shift_(frames, curvature, augment, preprocessing, generator)
         frames = augment_frames_(frames, augment, generator)
-    prediction, _ = policy(frames, dt)  # (B, T, 1) in 1/m
-    prediction = prediction[..., 0][:, settings.burn_in :]  # (B, T, 1) -> (B, T')
+    if device is not None and device.type != "cpu":
+        frames = frames.to(device, non_blocking=True)
+        dt = dt.to(device, non_blocking=True)
+        curvature = curvature.to(device, non_blocking=True)
+    with torch.autocast(frames.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        prediction, _ = policy(frames, dt)  # (B, T, 1) in 1/m
+    prediction = prediction.float()[..., 0][:, settings.burn_in :]  # (B, T, 1) -> (B, T')
     target = curvature[:, settings.burn_in :]
     weights = curvature_weights(target, settings.curvature_weight, settings.curvature_scale)
     return prediction, target, weights
@@ -108,24 +119,36 @@ def train_epoch(
     progress: bool | None = None,
     description: str = "train",
     preprocessing: Preprocessing | None = None,
+    context: DistributedContext | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    trained_windows: list[tuple[int, int]] | None = None,
 ) -> tuple[float, bool]:
     """Run one epoch of shuffled windows with gradient clipping.
 
     Args:
+        policy: The policy, or the `DistributedDataParallel` wrapper around it.
         preprocessing: Crop and resize of the frames; needed for the view-shift
             augmentation, which is skipped when None.
-        deadline: `time.monotonic()` value after which the epoch stops early.
+        deadline: `time.monotonic()` value after which the epoch stops early. In a
+            distributed run all ranks stop after the same batch.
         progress: Show a tqdm bar; None shows it only on a terminal.
+        context: Rank, world size and device; None trains in this process alone on the CPU.
+            Every rank must pass the same `rng` state, so that all ranks draw the
+            same window grid and order and then train on their own share of it.
+        autocast_dtype: Run forward passes under `torch.autocast` with this dtype.
+        trained_windows: Receives (episode index, start frame) of each window this rank trained on.
 
     Returns:
-        (mean training loss in (1/m)^2 weighted by batch size, whether the deadline stopped the epoch).
+        (mean training loss in (1/m)^2 weighted by batch size, over all ranks; whether the
+        deadline stopped the epoch).
 
     Raises:
         TrainingError: The loss became NaN or infinite.
     """
+    context = context if context is not None else single_process_context("cpu")
     policy.train()
     windows.shift_windows(rng)
-    order = rng.permutation(len(windows))
+    order = context.shard(rng.permutation(len(windows)))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     parameters = [parameter for parameter in policy.parameters() if parameter.requires_grad]
 
@@ -135,11 +158,17 @@ def train_epoch(
     bar = tqdm(batches, desc=description, leave=False, disable=_tqdm_disable(progress), unit="batch")
     for indices in bar:
         frames, dt, curvature = windows.get_batch(indices)
+        if trained_windows is not None:
+            trained_windows.extend(_window_ids(windows, indices))
         prediction, target, weights = _window_loss_terms(
-            policy, frames, dt, curvature, settings, augment, generator, preprocessing
+            policy, frames, dt, curvature, settings, augment, generator, preprocessing,
+            context.device, autocast_dtype,
         )
-        loss = weighted_mse(prediction, target, weights)
-        loss_value = float(loss.detach())
+        if context.is_distributed:
+            loss, loss_value = _global_weighted_mse(prediction, target, weights, context)
+        else:
+            loss = weighted_mse(prediction, target, weights)
+            loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise TrainingError(
                 f"training loss became {loss_value}; lower the learning rates "
@@ -153,11 +182,36 @@ def train_epoch(
         total_loss += loss_value * len(indices)
         total_windows += len(indices)
         bar.set_postfix(loss=f"{loss_value:.4f}")
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and context.any(time.monotonic() > deadline):
             hit_deadline = True
             break
     bar.close()
     return total_loss / max(total_windows, 1), hit_deadline
+
+
+def _global_weighted_mse(
+    prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, context: DistributedContext
+) -> tuple[torch.Tensor, float]:
+    """Return this rank's loss term for backward, and the weighted MSE of the global batch.
+
+    `DistributedDataParallel` averages gradients over the ranks, so this rank's
+    sum(weights * error^2) scaled by world_size / (global sum of weights) makes
+    the averaged gradient that of the weighted MSE over all ranks' windows. That
+    is what one process would compute on the same global batch, even when the
+    ranks' weight sums differ.
+    """
+    weighted_error = (weights * (prediction - target).square()).sum()
+    global_error, global_weight = context.all_reduce_sum([float(weighted_error.detach()), float(weights.sum())])
+    loss = weighted_error * (context.world_size / global_weight)
+    return loss, global_error / global_weight
+
+
+def _window_ids(windows: WindowDataset, indices: np.ndarray) -> list[tuple[int, int]]:
+    """Return (episode index, start frame) of the windows at `indices`."""
+    # NOTE: WindowDataset has no public accessor for its window table, so this reads
+    # the private (num_windows, 2) array of (episode index, start frame) rows.
+    rows = windows._windows[np.asarray(indices, dtype=np.int64)]
+    return [(int(episode), int(start)) for episode, start in rows]
 
 
 @dataclass
@@ -169,21 +223,41 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(policy: DrivingPolicy, windows: WindowDataset, settings: LossSettings) -> Evaluation:
-    """Compute the loss and MAE of the policy on every window, without augmentation."""
+def evaluate(
+    policy: DrivingPolicy,
+    windows: WindowDataset,
+    settings: LossSettings,
+    *,
+    context: DistributedContext | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Evaluation:
+    """Compute the loss and MAE of the policy on every window, without augmentation.
+
+    In a distributed run each rank evaluates every `world_size`-th window and
+    the error sums are added over the ranks, so every rank returns the metrics
+    of all windows.
+    """
+    context = context if context is not None else single_process_context("cpu")
     policy.eval()
     weighted_error = 0.0
     absolute_error = 0.0
     weight_sum = 0.0
     count = 0
-    for start in range(0, len(windows), _EVAL_BATCH_SIZE):
-        indices = range(start, min(start + _EVAL_BATCH_SIZE, len(windows)))
+    shard = range(context.rank, len(windows), context.world_size)
+    for start in range(0, len(shard), _EVAL_BATCH_SIZE):
+        indices = shard[start : start + _EVAL_BATCH_SIZE]
         frames, dt, curvature = windows.get_batch(indices)
-        prediction, target, weights = _window_loss_terms(policy, frames, dt, curvature, settings)
+        prediction, target, weights = _window_loss_terms(
+            policy, frames, dt, curvature, settings, device=context.device, autocast_dtype=autocast_dtype
+        )
         weighted_error += float((weights * (prediction - target).square()).sum())
         absolute_error += float((prediction - target).abs().sum())
         weight_sum += float(weights.sum())
         count += target.numel()
+    if context.is_distributed:
+        weighted_error, absolute_error, weight_sum, count = context.all_reduce_sum(
+            [weighted_error, absolute_error, weight_sum, count]
+        )
     if count == 0:
         return Evaluation(math.nan, math.nan)
     return Evaluation(loss=weighted_error / weight_sum, mae=absolute_error / count)

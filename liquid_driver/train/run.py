@@ -9,7 +9,12 @@ The run folder receives:
 * `last.safetensors` and `last_state.pt`: the latest epoch, for `--resume`;
 * `loss.png` and `val_predictions.png`: training curves and validation rollouts;
 * `train.log` when started from the command line;
-* `tensorboard/`: the metrics as TensorBoard scalars, when the `tensorboard` package is installed.
+* `tensorboard/`: the metrics as TensorBoard scalars, when the `tensorboard` package is installed;
+* `shards/rank<N>.json` with `--log-shards`: per rank, the windows trained on in each
+  epoch and a digest of the final parameters.
+
+Under torchrun (see `liquid_driver.train.distributed`) every rank trains and
+only rank 0 writes these files, except each rank's own `shards/rank<N>.json`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -31,12 +37,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from liquid_driver.data.dataset import Episode, load_episodes
+from liquid_driver.data.dataset import DatasetError, Episode, load_episodes
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.data.report import DatasetReport
 from liquid_driver.data.windows import WindowDataset
-from liquid_driver.model import DrivingPolicy, load_checkpoint, save_checkpoint
+from liquid_driver.model import CheckpointError, DrivingPolicy, load_checkpoint, save_checkpoint
 from liquid_driver.train.config import TrainConfig
+from liquid_driver.train.distributed import (
+    DistributedContext,
+    check_precision,
+    parameter_digest,
+    single_process_context,
+)
 from liquid_driver.train.loop import (
     LossSettings,
     TrainingError,
@@ -251,8 +263,8 @@ class _PreparedData:
     split: dict[str, Any]
 
 
-def _prepare_data(config: TrainConfig, run_dir: Path) -> _PreparedData:
-    """Load and split the episodes and write `dataset_report.json`."""
+def _prepare_data(config: TrainConfig, run_dir: Path, write_report: bool = True) -> _PreparedData:
+    """Load and split the episodes and, if `write_report`, write `dataset_report.json`."""
     episodes, report = load_episodes(config.bags, config.preprocessing, config.dataset, config.cache_dir)
     train_episodes, val_episodes = split_episodes(episodes, config.val_fraction, config.seq_len, config.seed)
     train_windows = WindowDataset(train_episodes, config.seq_len, config.stride)
@@ -265,8 +277,9 @@ def _prepare_data(config: TrainConfig, run_dir: Path) -> _PreparedData:
         "train_windows": len(train_windows),
         "val_windows": len(val_windows),
     }
-    report_document = {**report.to_dict(), "split": split}
-    (run_dir / "dataset_report.json").write_text(json.dumps(report_document, indent=2) + "\n", encoding="utf-8")
+    if write_report:
+        report_document = {**report.to_dict(), "split": split}
+        (run_dir / "dataset_report.json").write_text(json.dumps(report_document, indent=2) + "\n", encoding="utf-8")
     logger.info(
         "Split: %d training episodes (%d frames, %d windows), %d validation episodes (%d frames)",
         len(train_episodes),
@@ -311,7 +324,13 @@ class _Progress:
 
 
 class _Trainer:
-    """Optimiser, schedule, random generators and run folder of one training run."""
+    """Optimiser, schedule, random generators and run folder of one training run.
+
+    In a distributed run every rank holds one `_Trainer`. The numpy generator of
+    the window grid and order and the torch generator `generator` advance in step
+    on all ranks. `last_state.pt` stores rank 0's copy, so it does not depend on
+    the world size.
+    """
 
     def __init__(
         self,
@@ -320,11 +339,21 @@ class _Trainer:
         data: _PreparedData,
         policy: DrivingPolicy,
         summary: dict[str, Any],
+        context: DistributedContext,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.data = data
-        self.policy = policy
+        self.context = context
+        self.policy = policy.to(context.device)
+        # The module that training batches run through: DDP synchronises the gradients.
+        self.model: torch.nn.Module = policy
+        if context.is_distributed:
+            device_ids = [context.device.index] if context.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                policy, device_ids=device_ids, **_no_buffer_sync_option()
+            )
+        self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
         self.summary = summary
         self.settings = LossSettings(
             config.burn_in, config.curvature_weight, _curvature_scale(config, data.train_episodes)
@@ -337,7 +366,8 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.progress = _Progress()
         self.best_weights = copy.deepcopy(policy.state_dict())
-        self.tensorboard = _open_tensorboard(run_dir)
+        self.tensorboard = _open_tensorboard(run_dir) if context.is_main else None
+        self.shard_log: list[dict[str, Any]] = []
 
         constant = _constant_prediction(data.train_episodes, self.settings)
         summary["curvature_scale"] = self.settings.curvature_scale
@@ -355,11 +385,27 @@ class _Trainer:
             # Until an epoch improves on it, the earlier run's best checkpoint stays the result.
             self.best_weights = copy.deepcopy(load_checkpoint(previous_best)[0].state_dict())
 
+    def _augment_generator(self) -> torch.Generator:
+        """Return the generator of this epoch's augmentation on this rank.
+
+        A single process draws from `self.generator` directly. In a distributed
+        run each epoch draws one seed from the shared `self.generator`, and each
+        rank seeds its augmentation and the global torch generator (dropout) from
+        that seed and its rank, so that ranks draw different augmentations.
+        """
+        if not self.context.is_distributed:
+            return self.generator
+        epoch_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        augment_seed, dropout_seed = np.random.SeedSequence([epoch_seed, self.context.rank]).generate_state(2)
+        torch.manual_seed(int(dropout_seed))
+        return torch.Generator().manual_seed(int(augment_seed))
+
     def run_epoch(self, epoch: int, deadline: float | None) -> bool:
         """Train and validate one epoch and save checkpoints; return whether the deadline passed."""
         started = time.monotonic()
+        trained_windows: list[tuple[int, int]] = []
         train_loss, hit_deadline = train_epoch(
-            self.policy,
+            self.model,
             self.optimizer,
             self.data.train_windows,
             batch_size=self.config.batch_size,
@@ -367,13 +413,26 @@ class _Trainer:
             augment=self.config.augment,
             grad_clip=self.config.grad_clip,
             rng=self.rng,
-            generator=self.generator,
+            generator=self._augment_generator(),
             deadline=deadline,
-            progress=self.config.progress,
+            progress=self.config.progress if self.context.is_main else False,
             description=f"epoch {epoch}",
             preprocessing=self.config.preprocessing,
+            context=self.context,
+            autocast_dtype=self.autocast_dtype,
+            trained_windows=trained_windows,
         )
-        evaluation = evaluate(self.policy, self.data.val_windows, self.settings)
+        train_seconds = time.monotonic() - started
+        (trained_frames,) = self.context.all_reduce_sum([len(trained_windows) * self.config.seq_len])
+        if self.config.log_shards:
+            self.shard_log.append({"epoch": epoch, "windows": trained_windows})
+        evaluation = evaluate(
+            self.policy,
+            self.data.val_windows,
+            self.settings,
+            context=self.context,
+            autocast_dtype=self.autocast_dtype,
+        )
         learning_rates = [group["lr"] for group in self.optimizer.param_groups]
         self.scheduler.step()
         row = {
@@ -386,29 +445,53 @@ class _Trainer:
             "seconds": time.monotonic() - started,
         }
         improved = self.progress.record(row)
+        if improved:
+            self.best_weights = copy.deepcopy(self.policy.state_dict())
+        if self.context.is_main:
+            self._write_epoch(row, improved, trained_frames / max(train_seconds, 1e-9))
+        return hit_deadline or self.context.any(deadline is not None and time.monotonic() > deadline)
+
+    def _write_epoch(self, row: dict[str, float], improved: bool, frames_per_s: float) -> None:
+        """Log an epoch and write its metrics and checkpoints (rank 0 only)."""
+        epoch = int(row["epoch"])
         _write_metrics(self.run_dir / "metrics.csv", self.progress.history)
         if self.tensorboard is not None:
             for key in ("train_loss", "val_loss", "val_mae", "lr_cnn", "lr_controller"):
                 self.tensorboard.add_scalar(key, row[key], epoch)
             self.tensorboard.flush()
         logger.info(
-            "Epoch %d/%d: train loss %.5f, val loss %.5f (constant %.5f), val MAE %.4f 1/m, %.1f s",
+            "Epoch %d/%d: train loss %.5f, val loss %.5f (constant %.5f), val MAE %.4f 1/m, %.1f s, "
+            "%.0f training frames/s (world size %d)",
             epoch,
             self.config.epochs,
-            train_loss,
-            evaluation.loss,
+            row["train_loss"],
+            row["val_loss"],
             self.summary["val_loss_constant"],
-            evaluation.mae,
+            row["val_mae"],
             row["seconds"],
+            frames_per_s,
+            self.context.world_size,
         )
 
         self._update_summary()
         if improved:
-            self.best_weights = copy.deepcopy(self.policy.state_dict())
             _save(self.run_dir / BEST_CHECKPOINT, self.policy, self.config, self.summary)
         _save(self.run_dir / LAST_CHECKPOINT, self.policy, self.config, self.summary)
         self._save_state()
-        return hit_deadline or (deadline is not None and time.monotonic() > deadline)
+
+    def write_shard_log(self) -> None:
+        """Write this rank's `shards/rank<N>.json`: trained windows and the current parameters' digest."""
+        folder = self.run_dir / "shards"
+        folder.mkdir(parents=True, exist_ok=True)
+        document = {
+            "rank": self.context.rank,
+            "world_size": self.context.world_size,
+            "batch_size": self.config.batch_size,
+            "parameter_digest": parameter_digest(self.policy),
+            "epochs": self.shard_log,
+        }
+        path = folder / f"rank{self.context.rank}.json"
+        path.write_text(json.dumps(document) + "\n", encoding="utf-8")
 
     def _update_summary(self) -> None:
         self.summary.update(
@@ -441,7 +524,11 @@ class _Trainer:
             self.tensorboard.close()
         self.policy.load_state_dict(self.best_weights)
         self._update_summary()
-        self.summary.update(stop_reason=stop_reason, seconds=seconds)
+        self.summary.update(stop_reason=stop_reason, seconds=seconds, world_size=self.context.world_size)
+        if not self.context.is_main:
+            return
+        # The validation rollouts run on the CPU, as the perception node does.
+        self.policy.cpu()
         self.summary["val_mae_rollout"] = _write_prediction_plot(
             self.run_dir / "val_predictions.png", self.policy, self.data.val_episodes
         )
@@ -473,7 +560,11 @@ class _Trainer:
             logger.info("Exported the best checkpoint to %s", export_path)
 
 
-def train(config: TrainConfig, command_line: Sequence[str] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    command_line: Sequence[str] | None = None,
+    context: DistributedContext | None = None,
+) -> TrainResult:
     """Train a policy as configured and write the run folder.
 
     `config.resume` names a checkpoint to start from. Resuming from a run's
@@ -485,27 +576,31 @@ def train(config: TrainConfig, command_line: Sequence[str] | None = None) -> Tra
 
     `config.threads` sets torch's thread count for the whole process.
 
+    `context` is this process's rank in a torchrun launch, from
+    `liquid_driver.train.distributed.init_distributed`; None trains in this
+    process alone on `config.device`. Every rank of a distributed run calls
+    `train` with the same config. A failure while preparing the run raises on
+    the rank that hit it and `SetupError` on the others.
+
     Raises:
         FileExistsError: `config.out` contains an earlier run and neither
             overwrite nor resume is set.
         liquid_driver.data.dataset.DatasetError: The bags cannot be used.
         liquid_driver.model.CheckpointError: The resume checkpoint is invalid.
         TrainingError: Too little data or a diverging loss.
+        ValueError: The device or precision is not available here.
+        liquid_driver.train.distributed.SetupError: Another rank failed while preparing the run.
     """
     started = time.monotonic()
     deadline = started + 60.0 * config.max_minutes if config.max_minutes is not None else None
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    context = context if context is not None else single_process_context(config.device)
+    check_precision(config.precision, context.device)
 
-    config, resumed_policy, resume_state = _load_resume(config)
-    same_folder = resume_state is not None and Path(config.resume).resolve().parent == Path(config.out).resolve()
-    run_dir = _prepare_run_dir(config, same_folder)
-    command = list(command_line or [])
-    config_document = {**config.to_dict(), "command_line": command}
-    (run_dir / "config.json").write_text(json.dumps(config_document, indent=2) + "\n", encoding="utf-8")
-
+    config, run_dir, resumed_policy, resume_state, command = _setup_run(config, command_line, context)
     torch.manual_seed(config.seed)
-    data = _prepare_data(config, run_dir)
+    data = _load_data_in_turn(config, run_dir, context)
     policy = resumed_policy if resumed_policy is not None else DrivingPolicy(config.policy)
     _check_output_range(policy, data.report.curvature)
     summary: dict[str, Any] = {
@@ -520,7 +615,7 @@ def train(config: TrainConfig, command_line: Sequence[str] | None = None) -> Tra
         "command_line": command,
         "git_commit": _git_commit(),
     }
-    trainer = _Trainer(config, run_dir, data, policy, summary)
+    trainer = _Trainer(config, run_dir, data, policy, summary, context)
     if resume_state is not None:
         trainer.restore(resume_state, Path(config.resume).with_name(BEST_CHECKPOINT))
 
@@ -530,21 +625,28 @@ def train(config: TrainConfig, command_line: Sequence[str] | None = None) -> Tra
         desc="epochs",
         initial=trainer.progress.epoch,
         total=config.epochs,
-        disable=None if config.progress is None else not config.progress,
+        disable=(None if config.progress is None else not config.progress) if context.is_main else True,
         unit="epoch",
     )
     for epoch_index in epoch_bar:
         if trainer.run_epoch(epoch_index + 1, deadline):
             stop_reason = "max_minutes"
-            logger.warning("Stopping after epoch %d: the %.1f-minute limit is reached", epoch_index + 1, config.max_minutes)
+            if context.is_main:
+                logger.warning(
+                    "Stopping after epoch %d: the %.1f-minute limit is reached", epoch_index + 1, config.max_minutes
+                )
             break
-        if trainer.progress.epochs_without_improvement >= config.patience:
+        # The validation loss is the same on every rank, so this agrees already; the
+        # reduction guarantees it, because a rank that stopped alone would hang the others.
+        if context.any(trainer.progress.epochs_without_improvement >= config.patience):
             stop_reason = "early_stopping"
             logger.info(
                 "Stopping after epoch %d: no better validation loss for %d epochs", epoch_index + 1, config.patience
             )
             break
     epoch_bar.close()
+    if config.log_shards:
+        trainer.write_shard_log()
 
     trainer.finish(stop_reason, time.monotonic() - started)
     progress = trainer.progress
@@ -559,6 +661,65 @@ def train(config: TrainConfig, command_line: Sequence[str] | None = None) -> Tra
         stop_reason=stop_reason,
         summary=summary,
     )
+
+
+def _no_buffer_sync_option() -> dict[str, bool]:
+    """Return the DDP keyword that stops the buffer broadcast before every forward pass.
+
+    The policy's buffers are its fixed wiring masks, the same on every rank.
+    PyTorch 2.13 renamed `broadcast_buffers` to `forward_sync_buffers` and warns
+    about the old name; older releases know only `broadcast_buffers`.
+    """
+    parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    if "forward_sync_buffers" in parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+# Errors a rank may hit while preparing a run; the other ranks learn of them
+# through DistributedContext.raise_if_any_failed instead of waiting forever.
+_SETUP_ERRORS = (DatasetError, CheckpointError, TrainingError, OSError, ValueError)
+
+
+def _setup_run(
+    config: TrainConfig, command_line: Sequence[str] | None, context: DistributedContext
+) -> tuple[TrainConfig, Path, DrivingPolicy | None, dict[str, Any] | None, list[str]]:
+    """Load the resume checkpoint and check the run folder on every rank; rank 0 writes `config.json`."""
+    error: BaseException | None = None
+    run_dir = Path(config.out)
+    resumed_policy = None
+    resume_state = None
+    command = list(command_line or [])
+    try:
+        config, resumed_policy, resume_state = _load_resume(config)
+        same_folder = resume_state is not None and Path(config.resume).resolve().parent == run_dir.resolve()
+        run_dir = _prepare_run_dir(config, same_folder)
+        if context.is_main:
+            config_document = {**config.to_dict(), "command_line": command}
+            (run_dir / "config.json").write_text(json.dumps(config_document, indent=2) + "\n", encoding="utf-8")
+    except _SETUP_ERRORS as caught:
+        error = caught
+    context.raise_if_any_failed(error)
+    return config, run_dir, resumed_policy, resume_state, command
+
+
+def _load_data_in_turn(config: TrainConfig, run_dir: Path, context: DistributedContext) -> _PreparedData:
+    """Load the episodes on local rank 0 first, then on the other ranks of each machine.
+
+    Local rank 0 fills the frame cache, and the other ranks read the finished
+    entries instead of building the same entries at the same time.
+    """
+    data: _PreparedData | None = None
+    for first_turn in (True, False):
+        error: BaseException | None = None
+        if (context.local_rank == 0) == first_turn:
+            try:
+                data = _prepare_data(config, run_dir, write_report=context.is_main)
+            except _SETUP_ERRORS as caught:
+                error = caught
+        context.raise_if_any_failed(error)
+    assert data is not None  # every rank loaded in one of the two turns or raised
+    return data
 
 
 def _open_tensorboard(run_dir: Path) -> Any:
