@@ -1,6 +1,6 @@
-"""Data-parallel training: a real 2-process torchrun (gloo, CPU) against one process.
+"""Data-parallel training: real 2-process torchruns (gloo, CPU) against one process.
 
-Both runs see the same global batches. One process trains with batch 8. Each
+With `--shard-by window` both runs see the same global batches. One process trains with batch 8. Each
 of the two ranks trains with batch 4 on every second window of the same
 shared order, so batch k of rank 0 plus batch k of rank 1 is batch k of the
 single process. Augmentation is off and the model has no dropout, so the only
@@ -11,24 +11,33 @@ global batch's weighted MSE. After 22 AdamW steps the weights agreed to
 2.4e-7 when this test was written, and the test allows 1e-5. Much more than
 that means different batches or a wrong gradient scale, whose differences
 reach the learning rate, 3e-3, within one step.
+
+With `--shard-by episode` each rank trains on its own whole episodes, so the
+global batches differ from the single process's and only the quality of the
+result is compared (see EPISODE_VAL_LOSS_FACTOR).
 """
 
 import collections
 import csv
 import json
 import math
+import pathlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 from liquid_driver.data.synthetic import BarSceneConfig, write_bar_bag
+from liquid_driver.model import load_checkpoint
 from liquid_driver.train.cli import main
+from liquid_driver.train.distributed import EpisodeShards, assign_episodes
 
+REPOSITORY = str(pathlib.Path(__file__).resolve().parent.parent)
 # Largest allowed absolute difference between the weights of the two runs (see the module docstring).
 WEIGHT_TOLERANCE = 1e-5
 # Validation metrics are sums over the same windows in another order.
@@ -39,6 +48,18 @@ EPOCHS = 2
 # count that splits over 2 ranks without padding.
 FRAMES_PER_BAG = 48
 TORCHRUN_TIMEOUT_S = 180
+# Bags of unequal length for the episode-sharded run: one validates, and the others
+# split unevenly over 2 ranks, so the smaller shard is padded.
+EPISODE_BAG_FRAMES = (40, 48, 56, 72)
+# Largest allowed ratio between the final validation losses of the episode-sharded
+# run and the single process. Both take about the same number of steps on global
+# batches of 8, but of other windows in another order, which after 2 epochs changes
+# the loss by up to 2x: 0.0028 against 0.0053 (1/m)^2 when this test was written.
+# A run that did not learn stays near the constant prediction's loss, 0.18 (1/m)^2,
+# and fails both this factor and EPISODE_VAL_LOSS_BASELINE_FRACTION.
+EPISODE_VAL_LOSS_FACTOR = 4.0
+# Largest allowed final validation loss of both runs, as a fraction of the constant prediction's.
+EPISODE_VAL_LOSS_BASELINE_FRACTION = 0.25
 COMMON_ARGS = [
     "--crop-top", "0", "--input-height", "24", "--input-width", "32", "--cnn-channels", "8,16,16",
     "--cnn-lr", "3e-3", "--threads", "1", "--no-progress", "--no-augment", "--seq-len", "8",
@@ -73,6 +94,30 @@ def run_torchrun(arguments, cwd, env):
     return process.returncode, output
 
 
+def write_bags(folder, frame_counts):
+    """Write one synthetic bag per entry of `frame_counts`; return their paths."""
+    bags = []
+    for seed, frames in enumerate(frame_counts):
+        path = folder / f"drive{seed}"
+        write_bar_bag(path, frames, BarSceneConfig(), seed=seed, start_s=100.0 * (seed + 1))
+        bags.append(str(path))
+    return bags
+
+
+def torchrun_env(root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(root / "xdg")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPOSITORY, env.get("PYTHONPATH")]))
+    return env
+
+
+def train_single_process(arguments, root):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+            patch.delenv(name, raising=False)
+        return main(arguments)
+
+
 def read_shards(run_dir, rank):
     return json.loads((run_dir / "shards" / f"rank{rank}.json").read_text())
 
@@ -90,26 +135,18 @@ def read_metrics(run_dir):
 def runs(tmp_path_factory):
     """The same data trained by one process (batch 8) and by torchrun with 2 ranks (batch 4 each)."""
     root = tmp_path_factory.mktemp("distributed")
-    bags = []
-    for seed in range(3):
-        path = root / "bags" / f"drive{seed}"
-        write_bar_bag(path, FRAMES_PER_BAG, BarSceneConfig(), seed=seed, start_s=100.0 * (seed + 1))
-        bags.append(str(path))
+    bags = write_bags(root / "bags", [FRAMES_PER_BAG] * 3)
     cache_args = ["--cache-dir", str(root / "cache")]
 
     single_dir = root / "single"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", str(root / "xdg"))
-        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
-            patch.delenv(name, raising=False)
-        single_status = main([*bags, "--out", str(single_dir), "--batch-size", "8", *COMMON_ARGS, *cache_args])
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(root / "xdg")}
-    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repository, env.get("PYTHONPATH")]))
+    single_status = train_single_process(
+        [*bags, "--out", str(single_dir), "--batch-size", "8", *COMMON_ARGS, *cache_args], root
+    )
     distributed_dir = root / "ddp"
     status, output = run_torchrun(
-        [*bags, "--out", str(distributed_dir), "--batch-size", "4", *COMMON_ARGS, *cache_args], repository, env
+        [*bags, "--out", str(distributed_dir), "--batch-size", "4", "--shard-by", "window", *COMMON_ARGS, *cache_args],
+        REPOSITORY,
+        torchrun_env(root),
     )
     return {
         "bags": bags, "single_status": single_status, "single": single_dir,
@@ -205,3 +242,146 @@ def test_bf16_trains_on_cpu(runs, tmp_path, monkeypatch):
     assert math.isfinite(float(row["train_loss"]))
     assert math.isfinite(float(row["val_loss"]))
     assert json.loads((run_dir / "config.json").read_text())["precision"] == "bf16"
+
+
+@pytest.fixture(scope="module")
+def episode_runs(tmp_path_factory):
+    """Bags of unequal length trained by one process (batch 8) and by 2 episode-sharded ranks (batch 4 each)."""
+    root = tmp_path_factory.mktemp("episodes")
+    bags = write_bags(root / "bags", EPISODE_BAG_FRAMES)
+    cache_args = ["--cache-dir", str(root / "cache")]
+    single_dir = root / "single"
+    single_status = train_single_process(
+        [*bags, "--out", str(single_dir), "--batch-size", "8", *COMMON_ARGS, *cache_args], root
+    )
+    distributed_dir = root / "ddp"
+    status, output = run_torchrun(
+        [*bags, "--out", str(distributed_dir), "--batch-size", "4", "--shard-by", "episode", *COMMON_ARGS, *cache_args],
+        REPOSITORY,
+        torchrun_env(root),
+    )
+    return {"single_status": single_status, "single": single_dir, "status": status, "output": output, "ddp": distributed_dir}
+
+
+def episode_ids(shards):
+    return {(episode["source"], episode["episode"]) for episode in shards["episodes"]}
+
+
+def test_episode_sharding_exits_cleanly(episode_runs):
+    assert episode_runs["single_status"] == 0
+    assert episode_runs["status"] == 0, episode_runs["output"][-4000:]
+
+
+def test_episode_shards_partition_training_episodes(episode_runs):
+    report = json.loads((episode_runs["ddp"] / "dataset_report.json").read_text())
+    training = {(episode["source"], episode["episode"]) for episode in report["split"]["train_episodes"]}
+    rank0 = read_shards(episode_runs["ddp"], 0)
+    rank1 = read_shards(episode_runs["ddp"], 1)
+    assert rank0["shard_by"] == rank1["shard_by"] == "episode"
+    assert episode_ids(rank0)
+    assert episode_ids(rank1)
+    assert not episode_ids(rank0) & episode_ids(rank1)
+    assert episode_ids(rank0) | episode_ids(rank1) == training
+
+
+def test_episode_shards_train_own_windows_only(episode_runs):
+    for rank in (0, 1):
+        shards = read_shards(episode_runs["ddp"], rank)
+        own = {episode["train_index"] for episode in shards["episodes"]}
+        for epoch in shards["epochs"]:
+            assert {episode for episode, _ in epoch["windows"]} == own
+
+
+def test_episode_shards_run_same_steps(episode_runs):
+    rank0 = read_shards(episode_runs["ddp"], 0)
+    rank1 = read_shards(episode_runs["ddp"], 1)
+    assert len(rank0["epochs"]) == len(rank1["epochs"]) == EPOCHS
+    for epoch0, epoch1 in zip(rank0["epochs"], rank1["epochs"]):
+        assert len(epoch0["windows"]) == len(epoch1["windows"])
+        # The smaller shard repeats some of its own windows up to the larger one's count.
+        unique = [len(set(map(tuple, epoch["windows"]))) for epoch in (epoch0, epoch1)]
+        assert max(unique) == len(epoch0["windows"])
+
+
+def test_episode_shards_end_with_identical_weights(episode_runs):
+    rank0 = read_shards(episode_runs["ddp"], 0)
+    rank1 = read_shards(episode_runs["ddp"], 1)
+    assert rank0["parameter_digest"] == rank1["parameter_digest"]
+
+
+def test_episode_sharding_close_to_single_process(episode_runs):
+    single_rows = read_metrics(episode_runs["single"])
+    distributed_rows = read_metrics(episode_runs["ddp"])
+    assert len(distributed_rows) == len(single_rows) == EPOCHS
+    single_loss = float(single_rows[-1]["val_loss"])
+    distributed_loss = float(distributed_rows[-1]["val_loss"])
+    assert distributed_loss <= EPISODE_VAL_LOSS_FACTOR * single_loss
+    assert single_loss <= EPISODE_VAL_LOSS_FACTOR * distributed_loss
+    _, metadata = load_checkpoint(episode_runs["ddp"] / "model.safetensors")
+    baseline = EPISODE_VAL_LOSS_BASELINE_FRACTION * metadata["training"]["val_loss_constant"]
+    assert single_loss <= baseline
+    assert distributed_loss <= baseline
+    assert distributed_loss < float(distributed_rows[0]["val_loss"])
+
+
+def test_assign_episodes_balances_windows():
+    assert assign_episodes([10, 3, 7, 7, 2], 2) == [[0, 1, 4], [2, 3]]
+    assert assign_episodes([5, 5, 5, 5], 2) == [[0, 2], [1, 3]]
+    assert assign_episodes([4, 1], 1) == [[0, 1]]
+
+
+def test_assign_episodes_is_deterministic_partition():
+    counts = [37, 12, 12, 40, 5, 19, 23, 8, 30]
+    assignment = assign_episodes(counts, 3)
+    assert assignment == assign_episodes(list(counts), 3)
+    flat = [episode for episodes in assignment for episode in episodes]
+    assert sorted(flat) == list(range(len(counts)))
+    loads = [sum(counts[episode] for episode in episodes) for episodes in assignment]
+    # Greedy assignment in descending order leaves the loads at most one episode apart.
+    assert max(loads) - min(loads) <= max(counts)
+
+
+def test_assign_episodes_more_ranks_than_episodes():
+    assert assign_episodes([3, 9], 4) == [[1], [0], [], []]
+    assert assign_episodes([], 2) == [[], []]
+
+
+@pytest.mark.parametrize("world_size", [0, -1, True, 1.5])
+def test_assign_episodes_rejects_invalid_world_size(world_size):
+    with pytest.raises(ValueError, match="world_size"):
+        assign_episodes([1, 2], world_size)
+
+
+def test_assign_episodes_rejects_negative_count():
+    with pytest.raises(ValueError, match="counts"):
+        assign_episodes([1, -2], 2)
+
+
+def test_episode_shard_pads_with_own_windows():
+    shards = EpisodeShards(((0,), (1, 2)))
+    window_episodes = [0, 0, 1, 1, 1, 2]
+    order = np.array([5, 0, 3, 1, 2, 4])
+    window_episodes = np.array(window_episodes)
+    # Rank 1 keeps its 4 windows in the shared order; rank 0 repeats its 2 to reach 4.
+    assert shards.shard(order, window_episodes, 1).tolist() == [5, 3, 2, 4]
+    assert shards.shard(order, window_episodes, 0).tolist() == [0, 1, 0, 1]
+
+
+def test_episode_shard_rejects_rank_without_windows():
+    shards = EpisodeShards(((0,), ()))
+    with pytest.raises(ValueError, match="no training window"):
+        shards.shard(np.arange(3), np.zeros(3, dtype=np.int64), 1)
+
+
+def test_episode_sharding_needs_episode_per_rank(tmp_path):
+    """Three bags give two training episodes, too few for four ranks."""
+    from liquid_driver.train.config import TrainConfig
+    from liquid_driver.train.distributed import DistributedContext
+    from liquid_driver.train.loop import TrainingError
+    from liquid_driver.train.run import _prepare_data
+
+    bags = write_bags(tmp_path / "bags", [FRAMES_PER_BAG] * 3)
+    config = TrainConfig(bags=bags, out=str(tmp_path / "run"), seq_len=8, stride=1)
+    context = DistributedContext(rank=0, world_size=4)
+    with pytest.raises(TrainingError, match="--shard-by window"):
+        _prepare_data(config, tmp_path, write_report=False, context=context)

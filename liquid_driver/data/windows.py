@@ -109,6 +109,13 @@ class WindowDataset(Dataset):
             return np.zeros((0, self.seq_len), dtype=np.float32)
         return np.stack(rows).astype(np.float32)
 
+    def window_ids(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Return (episode index, start frame) of the windows at `indices`, (len(indices), 2) int64.
+
+        The start frames follow the current grid, which `shift_windows` moves.
+        """
+        return self._windows[np.asarray(indices, dtype=np.int64)].copy()
+
     def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return windows `indices` stacked: frames (B, T, ...), dt (B, T), curvature (B, T)."""
         return self._gather(indices)

@@ -33,6 +33,7 @@ from liquid_driver.model import CheckpointError, ControllerConfig, ConvHeadConfi
 from liquid_driver.train.config import PRECISIONS, AugmentConfig, CameraGeometry, TrainConfig
 from liquid_driver.train.distributed import (
     DEVICES,
+    SHARD_MODES,
     SetupError,
     check_precision,
     init_distributed,
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="show progress bars (default: only on a terminal; only rank 0 under torchrun)")
 
     hardware = parser.add_argument_group(
-        "hardware", "under torchrun every rank trains on its own share of the windows with "
+        "hardware", "under torchrun every rank trains on its own share of the data with "
         "DistributedDataParallel; --batch-size is per rank; see docs/training-at-scale.md")
     hardware.add_argument("--device", choices=DEVICES, default=_default(TrainConfig, "device"),
                           help="auto: CUDA when available, else CPU; under torchrun each rank uses cuda:LOCAL_RANK")
@@ -151,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="bf16 runs forward passes under torch.autocast with bfloat16; the liquid "
                           "cells then run on PyTorch operators instead of their float32 CPU kernels")
     hardware.add_argument("--log-shards", action="store_true",
-                          help="write shards/rank<N>.json per rank: the windows trained on in each epoch "
+                          help="write shards/rank<N>.json per rank: the episodes and windows trained on "
                           "and a SHA-256 digest of the final parameters")
+    hardware.add_argument("--shard-by", choices=SHARD_MODES, default=_default(TrainConfig, "shard_by"),
+                          help="under torchrun, episode: each rank trains on its own whole episodes and reads only "
+                          "their frames from the frame cache; window: each rank takes every world-size-th "
+                          "window of one shared order, like one process with a world-size times larger batch")
 
     augment = parser.add_argument_group(
         "augmentation", "view shifts re-project frames as if the car were displaced and turned, "
@@ -300,6 +305,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         precision=args.precision,
         log_shards=args.log_shards,
+        shard_by=args.shard_by,
     )
 
 

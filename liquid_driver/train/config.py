@@ -10,7 +10,7 @@ from typing import Any
 from liquid_driver.data.dataset import DatasetConfig
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.model import PolicyConfig
-from liquid_driver.train.distributed import DEVICES
+from liquid_driver.train.distributed import DEVICES, SHARD_MODES
 
 __all__ = ["PRECISIONS", "AugmentConfig", "CameraGeometry", "TrainConfig"]
 
@@ -189,6 +189,11 @@ class TrainConfig:
     # Write shards/rank<N>.json per rank: the windows each epoch trained on and a digest
     # of the final parameters, to check how a distributed run split its data.
     log_shards: bool = False
+    # Under torchrun: "episode" gives each rank whole training episodes, so a rank reads
+    # only their frames from the frame cache; "window" gives each rank every world_size-th
+    # window of one shared order, which trains like one process with a world_size times
+    # larger batch, up to floating-point rounding.
+    shard_by: str = "episode"
 
     def __post_init__(self) -> None:
         if not self.bags:
@@ -204,6 +209,8 @@ class TrainConfig:
             raise ValueError(f"invalid device {self.device!r}; expected one of {', '.join(DEVICES)}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"invalid precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}.")
+        if self.shard_by not in SHARD_MODES:
+            raise ValueError(f"invalid shard_by {self.shard_by!r}; expected one of {', '.join(SHARD_MODES)}.")
 
         image_size = (self.policy.cnn.input_height, self.policy.cnn.input_width)
         if image_size != self.preprocessing.output_size:

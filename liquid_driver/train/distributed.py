@@ -7,11 +7,19 @@ rank trains on a GPU, gloo on the CPU. Without those variables it returns a
 single-process context and creates no process group, so a plain
 `liquid-driver-train` runs as it always did.
 
-Every rank loads the whole dataset and seeds the same random generators for
-the window grid and order. `DistributedContext.shard` then gives each rank every
-`world_size`-th window of the shared order, so the ranks train on disjoint
-windows and the union of one step's per-rank batches is one contiguous
-global batch. `DistributedDataParallel` averages the gradients, and
+Every rank indexes the same episodes, computes the same train/validation
+split and seeds the same random generators for the window grid and order.
+Two ways of sharding then give each rank its windows:
+
+* by episode (the default): `assign_episodes` gives each rank whole training
+  episodes, balanced by window count. `EpisodeShards.shard` keeps the rank's
+  own windows of the shared order and pads them, by repeating them, to the
+  largest rank's window count, so every rank runs the same number of steps;
+* by window: `DistributedContext.shard` gives each rank every
+  `world_size`-th window of the shared order, so the union of one step's
+  per-rank batches is one contiguous global batch.
+
+`DistributedDataParallel` averages the gradients, and
 `all_reduce_sum` and `any` make every rank reach the same metrics and the
 same stop decisions, so that no rank waits in a collective that the others
 have left.
@@ -32,8 +40,11 @@ import torch.distributed as dist
 
 __all__ = [
     "DEVICES",
+    "SHARD_MODES",
     "DistributedContext",
+    "EpisodeShards",
     "SetupError",
+    "assign_episodes",
     "check_precision",
     "init_distributed",
     "parameter_digest",
@@ -45,6 +56,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+# Ways of dividing the training windows among the ranks (see the module docstring).
+SHARD_MODES = ("episode", "window")
 # Environment variables that torchrun sets in every process it starts.
 _TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 # Collectives that wait longer than this fail instead of hanging. The limit is long
@@ -120,6 +133,79 @@ class DistributedContext:
                 f"rank {self.rank}: another rank failed while preparing the run; see the errors "
                 "logged by the other ranks."
             )
+
+
+def assign_episodes(window_counts: Sequence[int], world_size: int) -> list[list[int]]:
+    """Assign episodes to ranks so that each rank gets about the same number of windows.
+
+    Episodes are taken in order of descending window count, ties by lower
+    episode index, and each goes to the rank with the fewest windows so far,
+    ties by lower rank. The result depends only on the counts, so every rank
+    computes the same assignment. With fewer episodes than ranks, the last
+    ranks get no episode; the caller decides whether that is an error.
+
+    Args:
+        window_counts: Windows of each episode, indexed by episode.
+        world_size: Number of ranks.
+
+    Returns:
+        Per rank, its episode indices in ascending order.
+
+    Raises:
+        ValueError: `world_size` is below 1 or a count is negative.
+    """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"invalid world_size {world_size!r}; expected an int >= 1.")
+    counts = [int(count) for count in window_counts]
+    if any(count < 0 for count in counts):
+        raise ValueError(f"invalid window counts {counts}; expected counts >= 0.")
+    loads = [0] * world_size
+    assigned: list[list[int]] = [[] for _ in range(world_size)]
+    for episode in sorted(range(len(counts)), key=lambda index: (-counts[index], index)):
+        rank = min(range(world_size), key=lambda candidate: (loads[candidate], candidate))
+        assigned[rank].append(episode)
+        loads[rank] += counts[episode]
+    return [sorted(episodes) for episodes in assigned]
+
+
+@dataclass(frozen=True)
+class EpisodeShards:
+    """Training episodes of each rank, as `assign_episodes` returns them."""
+
+    ranks: tuple[tuple[int, ...], ...]  # episode indices per rank
+
+    def shard(self, order: np.ndarray, window_episodes: np.ndarray, rank: int) -> np.ndarray:
+        """Return `rank`'s windows of a shared window order, padded to the largest rank's count.
+
+        The rank keeps the windows of its own episodes in the order in which
+        they appear in `order`. As in `torch.utils.data.DistributedSampler`,
+        the shorter shards are padded by repeating their start, so every rank
+        trains on the same number of windows and runs the same number of steps.
+        The padding repeats only the rank's own windows, which come in the
+        random order of the shared permutation.
+
+        Args:
+            order: Window indices in the order that every rank drew.
+            window_episodes: Episode index of every window, indexed by window.
+            rank: The rank whose share to return.
+
+        Raises:
+            ValueError: The rank has no window while another rank has some.
+        """
+        owner_of = {episode: owner for owner, episodes in enumerate(self.ranks) for episode in episodes}
+        # Rank of every window; -1 for a window of an episode that no rank owns.
+        window_owners = np.fromiter(
+            (owner_of.get(int(episode), -1) for episode in window_episodes), dtype=np.int64, count=len(window_episodes)
+        )
+        counts = np.bincount(window_owners[window_owners >= 0], minlength=len(self.ranks))
+        own = order[window_owners[order] == rank]
+        target = int(counts.max(initial=0))
+        if len(own) == 0 and target > 0:
+            raise ValueError(
+                f"rank {rank} has no training window while another rank has {target}; give every "
+                "rank at least one episode with a window."
+            )
+        return np.resize(own, target)  # repeats the rank's windows from their start
 
 
 def single_process_context(device: str = "auto") -> DistributedContext:

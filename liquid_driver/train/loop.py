@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from liquid_driver.model import DrivingPolicy
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.train.augment import augment_frames_, view_shift_
 from liquid_driver.train.config import AugmentConfig
-from liquid_driver.train.distributed import DistributedContext, single_process_context
+from liquid_driver.train.distributed import DistributedContext, EpisodeShards, single_process_context
 
 __all__ = [
     "Evaluation",
@@ -122,6 +123,7 @@ def train_epoch(
     context: DistributedContext | None = None,
     autocast_dtype: torch.dtype | None = None,
     trained_windows: list[tuple[int, int]] | None = None,
+    episode_shards: EpisodeShards | None = None,
 ) -> tuple[float, bool]:
     """Run one epoch of shuffled windows with gradient clipping.
 
@@ -135,8 +137,12 @@ def train_epoch(
         context: Rank, world size and device; None trains in this process alone on the CPU.
             Every rank must pass the same `rng` state, so that all ranks draw the
             same window grid and order and then train on their own share of it.
+            That share is every `world_size`-th window of the order, or the windows
+            of the rank's own episodes with `episode_shards`.
         autocast_dtype: Run forward passes under `torch.autocast` with this dtype.
         trained_windows: Receives (episode index, start frame) of each window this rank trained on.
+        episode_shards: The training episodes of every rank; each rank then trains on
+            the windows of its own episodes (see `EpisodeShards.shard`). None shards by window.
 
     Returns:
         (mean training loss in (1/m)^2 weighted by batch size, over all ranks; whether the
@@ -148,7 +154,12 @@ def train_epoch(
     context = context if context is not None else single_process_context("cpu")
     policy.train()
     windows.shift_windows(rng)
-    order = context.shard(rng.permutation(len(windows)))
+    permutation = rng.permutation(len(windows))
+    if context.is_distributed and episode_shards is not None:
+        window_episodes = windows.window_ids(np.arange(len(windows)))[:, 0]
+        order = episode_shards.shard(permutation, window_episodes, context.rank)
+    else:
+        order = context.shard(permutation)
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     parameters = [parameter for parameter in policy.parameters() if parameter.requires_grad]
 
@@ -159,7 +170,7 @@ def train_epoch(
     for indices in bar:
         frames, dt, curvature = windows.get_batch(indices)
         if trained_windows is not None:
-            trained_windows.extend(_window_ids(windows, indices))
+            trained_windows.extend((int(episode), int(start)) for episode, start in windows.window_ids(indices))
         prediction, target, weights = _window_loss_terms(
             policy, frames, dt, curvature, settings, augment, generator, preprocessing,
             context.device, autocast_dtype,
@@ -206,14 +217,6 @@ def _global_weighted_mse(
     return loss, global_error / global_weight
 
 
-def _window_ids(windows: WindowDataset, indices: np.ndarray) -> list[tuple[int, int]]:
-    """Return (episode index, start frame) of the windows at `indices`."""
-    # NOTE: WindowDataset has no public accessor for its window table, so this reads
-    # the private (num_windows, 2) array of (episode index, start frame) rows.
-    rows = windows._windows[np.asarray(indices, dtype=np.int64)]
-    return [(int(episode), int(start)) for episode, start in rows]
-
-
 @dataclass
 class Evaluation:
     """Validation metrics over all windows."""
@@ -230,12 +233,14 @@ def evaluate(
     *,
     context: DistributedContext | None = None,
     autocast_dtype: torch.dtype | None = None,
+    indices: Sequence[int] | None = None,
 ) -> Evaluation:
     """Compute the loss and MAE of the policy on every window, without augmentation.
 
-    In a distributed run each rank evaluates every `world_size`-th window and
-    the error sums are added over the ranks, so every rank returns the metrics
-    of all windows.
+    In a distributed run each rank evaluates its share of the windows, `indices`
+    or, when None, every `world_size`-th window. The error sums are added over
+    the ranks, so every rank returns the metrics of all windows as long as the
+    ranks' shares together cover each window once.
     """
     context = context if context is not None else single_process_context("cpu")
     policy.eval()
@@ -243,10 +248,10 @@ def evaluate(
     absolute_error = 0.0
     weight_sum = 0.0
     count = 0
-    shard = range(context.rank, len(windows), context.world_size)
+    shard = range(context.rank, len(windows), context.world_size) if indices is None else list(indices)
     for start in range(0, len(shard), _EVAL_BATCH_SIZE):
-        indices = shard[start : start + _EVAL_BATCH_SIZE]
-        frames, dt, curvature = windows.get_batch(indices)
+        batch = shard[start : start + _EVAL_BATCH_SIZE]
+        frames, dt, curvature = windows.get_batch(batch)
         prediction, target, weights = _window_loss_terms(
             policy, frames, dt, curvature, settings, device=context.device, autocast_dtype=autocast_dtype
         )

@@ -10,8 +10,8 @@ The run folder receives:
 * `loss.png` and `val_predictions.png`: training curves and validation rollouts;
 * `train.log` when started from the command line;
 * `tensorboard/`: the metrics as TensorBoard scalars, when the `tensorboard` package is installed;
-* `shards/rank<N>.json` with `--log-shards`: per rank, the windows trained on in each
-  epoch and a digest of the final parameters.
+* `shards/rank<N>.json` with `--log-shards`: per rank, the episodes trained on, the
+  windows trained on in each epoch and a digest of the final parameters.
 
 Under torchrun (see `liquid_driver.train.distributed`) every rank trains and
 only rank 0 writes these files, except each rank's own `shards/rank<N>.json`.
@@ -45,6 +45,8 @@ from liquid_driver.model import CheckpointError, DrivingPolicy, load_checkpoint,
 from liquid_driver.train.config import TrainConfig
 from liquid_driver.train.distributed import (
     DistributedContext,
+    EpisodeShards,
+    assign_episodes,
     check_precision,
     parameter_digest,
     single_process_context,
@@ -253,7 +255,7 @@ def _write_prediction_plot(path: Path, policy: DrivingPolicy, val_episodes: Sequ
 
 @dataclass
 class _PreparedData:
-    """Episodes split for training and validation, with their windows."""
+    """Episodes split for training and validation, with their windows and this rank's share."""
 
     report: DatasetReport
     train_episodes: list[Episode]
@@ -261,17 +263,42 @@ class _PreparedData:
     train_windows: WindowDataset
     val_windows: WindowDataset
     split: dict[str, Any]
+    # Index of each training episode within its bag, in load order.
+    train_bag_indices: list[int] = dataclasses.field(default_factory=list)
+    # Training episodes of every rank when sharding by episode; None shards by window.
+    train_shards: EpisodeShards | None = None
+    # Validation windows of this rank when sharding by episode; None shards by window.
+    val_indices: list[int] | None = None
 
 
-def _prepare_data(config: TrainConfig, run_dir: Path, write_report: bool = True) -> _PreparedData:
-    """Load and split the episodes and, if `write_report`, write `dataset_report.json`."""
+def _prepare_data(
+    config: TrainConfig, run_dir: Path, write_report: bool = True, context: DistributedContext | None = None
+) -> _PreparedData:
+    """Load, split and shard the episodes and, if `write_report`, write `dataset_report.json`.
+
+    The split does not depend on the world size. With `config.shard_by` "episode"
+    and more than one rank, the training and the validation episodes are then
+    assigned to the ranks with `assign_episodes`.
+
+    Raises:
+        TrainingError: Too little data, or fewer training episodes than ranks.
+    """
+    context = context if context is not None else single_process_context("cpu")
+    # NOTE: every rank indexes all bags. With the frame cache the frames are memory maps,
+    # so under shard_by "episode" a rank reads only the frames of its own episodes (and
+    # rank 0 the validation episodes for the rollout plot). With --no-cache every rank
+    # decodes and holds all frames.
     episodes, report = load_episodes(config.bags, config.preprocessing, config.dataset, config.cache_dir)
     train_episodes, val_episodes = split_episodes(episodes, config.val_fraction, config.seq_len, config.seed)
     train_windows = WindowDataset(train_episodes, config.seq_len, config.stride)
     val_windows = WindowDataset(val_episodes, config.seq_len, config.seq_len)
+    train_bag_indices = _bag_indices(train_episodes, episodes)
+    val_bag_indices = _bag_indices(val_episodes, episodes)
     split = {
-        "train_episodes": [_describe_episode(episode) for episode in train_episodes],
-        "val_episodes": [_describe_episode(episode) for episode in val_episodes],
+        "train_episodes": [
+            _describe_episode(episode, index) for episode, index in zip(train_episodes, train_bag_indices)
+        ],
+        "val_episodes": [_describe_episode(episode, index) for episode, index in zip(val_episodes, val_bag_indices)],
         "train_frames": train_windows.frame_count,
         "val_frames": val_windows.frame_count,
         "train_windows": len(train_windows),
@@ -288,11 +315,86 @@ def _prepare_data(config: TrainConfig, run_dir: Path, write_report: bool = True)
         len(val_episodes),
         split["val_frames"],
     )
-    return _PreparedData(report, train_episodes, val_episodes, train_windows, val_windows, split)
+    data = _PreparedData(report, train_episodes, val_episodes, train_windows, val_windows, split, train_bag_indices)
+    if config.shard_by == "episode" and context.is_distributed:
+        _shard_by_episode(data, context)
+    return data
 
 
-def _describe_episode(episode: Episode) -> dict[str, Any]:
-    return {"source": episode.source, "frames": len(episode), "start_s": float(episode.stamps[0])}
+def _window_counts(windows: WindowDataset) -> np.ndarray:
+    """Return the number of windows of each episode on the current grid."""
+    episodes = windows.window_ids(np.arange(len(windows)))[:, 0]
+    return np.bincount(episodes, minlength=len(windows.episodes))
+
+
+def _shard_by_episode(data: _PreparedData, context: DistributedContext) -> None:
+    """Assign the training and validation episodes to the ranks, balanced by window count.
+
+    The training counts come from the unshifted window grid. `shift_windows` later
+    changes them slightly, and `EpisodeShards.shard` pads every epoch to the
+    largest rank's count of that epoch.
+
+    Raises:
+        TrainingError: Fewer training episodes than ranks.
+    """
+    train_episodes = len(data.train_episodes)
+    if train_episodes < context.world_size:
+        raise TrainingError(
+            f"{train_episodes} training episodes cannot be shared by episode among {context.world_size} "
+            "ranks, because every rank needs at least one; pass --shard-by window, start fewer ranks "
+            "or record more drives."
+        )
+    train_counts = _window_counts(data.train_windows)
+    data.train_shards = EpisodeShards(
+        tuple(tuple(episodes) for episodes in assign_episodes(train_counts, context.world_size))
+    )
+    # The validation grid never shifts. A rank without a validation episode
+    # evaluates nothing and adds zeros to the sums.
+    val_episodes = data.val_windows.window_ids(np.arange(len(data.val_windows)))[:, 0]
+    own_val_episodes = assign_episodes(_window_counts(data.val_windows), context.world_size)[context.rank]
+    data.val_indices = [int(index) for index in np.flatnonzero(np.isin(val_episodes, own_val_episodes))]
+    if context.is_main:
+        loads = [int(sum(train_counts[list(episodes)])) for episodes in data.train_shards.ranks]
+        logger.info(
+            "Sharding by episode: training episodes per rank %s, windows per rank %s",
+            [len(episodes) for episodes in data.train_shards.ranks],
+            loads,
+        )
+
+
+def _bag_indices(selected: Sequence[Episode], loaded: Sequence[Episode]) -> list[int]:
+    """Return the index within its bag, in load order, of each selected episode.
+
+    An episode cut from a loaded one (see `split_episodes`) gets the index of
+    the episode it was cut from.
+    """
+    index_by_identity: dict[int, int] = {}
+    spans: list[tuple[str, float, float, int]] = []
+    per_source: dict[str, int] = {}
+    for episode in loaded:
+        index = per_source.get(episode.source, 0)
+        per_source[episode.source] = index + 1
+        index_by_identity[id(episode)] = index
+        spans.append((episode.source, float(episode.stamps[0]), float(episode.stamps[-1]), index))
+    indices = []
+    for episode in selected:
+        if id(episode) in index_by_identity:
+            indices.append(index_by_identity[id(episode)])
+            continue
+        first = float(episode.stamps[0])
+        indices.append(
+            next(index for source, start, stop, index in spans if source == episode.source and start <= first <= stop)
+        )
+    return indices
+
+
+def _describe_episode(episode: Episode, bag_index: int) -> dict[str, Any]:
+    return {
+        "source": episode.source,
+        "episode": bag_index,
+        "frames": len(episode),
+        "start_s": float(episode.stamps[0]),
+    }
 
 
 @dataclass
@@ -421,6 +523,7 @@ class _Trainer:
             context=self.context,
             autocast_dtype=self.autocast_dtype,
             trained_windows=trained_windows,
+            episode_shards=self.data.train_shards,
         )
         train_seconds = time.monotonic() - started
         (trained_frames,) = self.context.all_reduce_sum([len(trained_windows) * self.config.seq_len])
@@ -432,6 +535,7 @@ class _Trainer:
             self.settings,
             context=self.context,
             autocast_dtype=self.autocast_dtype,
+            indices=self.data.val_indices,
         )
         learning_rates = [group["lr"] for group in self.optimizer.param_groups]
         self.scheduler.step()
@@ -480,13 +584,29 @@ class _Trainer:
         self._save_state()
 
     def write_shard_log(self) -> None:
-        """Write this rank's `shards/rank<N>.json`: trained windows and the current parameters' digest."""
+        """Write this rank's `shards/rank<N>.json`: trained episodes and windows, and the parameters' digest.
+
+        `episodes` lists every training episode of which this rank trained at
+        least one window, with its bag (`source`), its index within the bag
+        (`episode`) and its index among the training episodes (`train_index`),
+        which is the first element of each window in `epochs`.
+        """
         folder = self.run_dir / "shards"
         folder.mkdir(parents=True, exist_ok=True)
+        trained = sorted({episode for epoch in self.shard_log for episode, _ in epoch["windows"]})
         document = {
             "rank": self.context.rank,
             "world_size": self.context.world_size,
+            "shard_by": self.config.shard_by,
             "batch_size": self.config.batch_size,
+            "episodes": [
+                {
+                    "source": self.data.train_episodes[index].source,
+                    "episode": self.data.train_bag_indices[index],
+                    "train_index": index,
+                }
+                for index in trained
+            ],
             "parameter_digest": parameter_digest(self.policy),
             "epochs": self.shard_log,
         }
@@ -649,6 +769,10 @@ def train(
         trainer.write_shard_log()
 
     trainer.finish(stop_reason, time.monotonic() - started)
+    # Wait for rank 0's final files before any rank leaves the process group. With gloo
+    # on torch 2.13, a rank that left while rank 0 was still writing once aborted with
+    # "terminate called without an active exception".
+    context.raise_if_any_failed(None)
     progress = trainer.progress
     return TrainResult(
         run_dir=run_dir,
@@ -714,7 +838,7 @@ def _load_data_in_turn(config: TrainConfig, run_dir: Path, context: DistributedC
         error: BaseException | None = None
         if (context.local_rank == 0) == first_turn:
             try:
-                data = _prepare_data(config, run_dir, write_report=context.is_main)
+                data = _prepare_data(config, run_dir, write_report=context.is_main, context=context)
             except _SETUP_ERRORS as caught:
                 error = caught
         context.raise_if_any_failed(error)
