@@ -276,7 +276,7 @@ def test_recorder_auto_starts_when_moving(tmp_path):
         probe.wait_for_subscribers("/odom")
         standing = Odometry()
         standing.twist.twist.linear.x = 0.1
-        probe.wait_for(lambda: "Subscribed /cmd_vel" in recorder.log_text(), 10.0,
+        probe.wait_for(lambda: "Subscribed /cmd_vel" in recorder.log_text(), 20.0,
                        "the recorder to subscribe its topics")
         for _ in range(25):  # 0.5 s of odometry below auto_start_speed
             odom_pub.publish(standing)
@@ -291,7 +291,7 @@ def test_recorder_auto_starts_when_moving(tmp_path):
             odom_pub.publish(moving)
             return bag.exists()
 
-        probe.wait_for(publish_and_check, 10.0, "the recorder to start when the car moves")
+        probe.wait_for(publish_and_check, 20.0, "the recorder to start when the car moves")
     finally:
         code = recorder.stop()
         probe.close()
