@@ -72,6 +72,12 @@ def driver_is(name: str) -> PythonExpression:
     return PythonExpression(["'", LaunchConfiguration("driver"), f"' == '{name}'"])
 
 
+# Perception watchdog in the simulator, s: real time allows for late frames on a
+# busy machine; lock-step must outlast sim_node's lockstep_timeout (1 s).
+REALTIME_WATCHDOG_TIMEOUT_S = 0.5
+LOCKSTEP_WATCHDOG_TIMEOUT_S = 5.0
+
+
 def generate_launch_description():
     params_file = LaunchConfiguration("params_file")
     camera_topic = LaunchConfiguration("camera_topic")
@@ -85,6 +91,12 @@ def generate_launch_description():
     # takes the image (perception) or the odometry (expert), and a recorder
     # subscribes both, so a recorded run waits for three.
     min_subscribers = PythonExpression(["3 if '", record, "'.lower() == 'true' else 1"])
+    # In lock-step mode frames wait for commands, so a wall-clock watchdog shorter
+    # than the simulator's lockstep_timeout would fire during a pause and its stop
+    # commands would step the simulator past frames the network has not seen.
+    watchdog_timeout = PythonExpression(
+        [f"{LOCKSTEP_WATCHDOG_TIMEOUT_S} if '", LaunchConfiguration("lockstep"),
+         f"'.lower() == 'true' else {REALTIME_WATCHDOG_TIMEOUT_S}"])
     sim = Node(
         package="liquid_driver", executable="sim_node", name="sim_node", output="screen",
         remappings=remappings,
@@ -107,6 +119,7 @@ def generate_launch_description():
             "backend": LaunchConfiguration("backend"),
             "speed": ParameterValue(LaunchConfiguration("speed"), value_type=float),
             "image_reliable": lockstep,
+            "watchdog_timeout": ParameterValue(watchdog_timeout, value_type=float),
             "start_enabled": True,
             "use_sim_time": use_sim_time,
         }],

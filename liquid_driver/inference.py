@@ -137,6 +137,16 @@ def load_backend(path: Path, backend: str, threads: int):
         raise ValueError(f"backend={backend!r} is invalid; expected one of {', '.join(BACKENDS)}")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found; check model_path")
+    # Each runtime's own error on the other format is cryptic, so check the suffix first.
+    if path.suffix.lower() == ".onnx" and backend != "onnx":
+        raise ValueError(
+            f"model file {path} is an ONNX export, which the {backend} backend cannot load; "
+            "set backend to onnx, or pass the .safetensors checkpoint it was exported from")
+    if backend == "onnx" and path.suffix.lower() == ".safetensors":
+        raise ValueError(
+            f"model file {path} is a safetensors checkpoint, which the onnx backend cannot "
+            "load; export it with `liquid-driver-export CKPT --onnx OUT.onnx`, or set backend "
+            "to torch")
     if backend == "onnx":
         return OnnxBackend(path, threads)
     return TorchBackend(path, threads)

@@ -79,8 +79,10 @@ def test_nodes_keep_lane_over_dds(model_path, tmp_path):
     drive_time = 30.0  # simulated s
     perception = NodeProcess(
         "perception_node",
+        # In lock-step the watchdog must outlast sim_node's 1 s lockstep_timeout,
+        # or its stop commands would step the simulator past unseen frames.
         {"model_path": str(model_path), "speed": SPEED, "image_reliable": True,
-         "start_enabled": True},
+         "start_enabled": True, "watchdog_timeout": 5.0},
         log_path=tmp_path / "perception_node.log")
     sim = NodeProcess(
         "sim_node",

@@ -16,11 +16,12 @@ works with `use_sim_time` too). `e_stop` (std_msgs/Bool) true latches a stop;
 false clears the latch but leaves the node disabled until enabled again. A
 non-finite network output becomes a stop.
 
-Threads: image callbacks run in their own mutually exclusive callback group on
-a two-thread executor, so the watchdog, the e-stop, the enable service, the
-parameter and lifecycle services and the diagnostics timer run while an image
-is in inference. `command_lock` orders everything that decides on or publishes
-a command.
+Threads: image callbacks run in their own mutually exclusive callback group,
+and the watchdog, the e-stop, the enable service, the parameter and lifecycle
+services and the diagnostics timer in another. The executor has one thread
+(see EXECUTOR_THREADS), so an e-stop waits for at most one inference (about
+1-2 ms); with more threads the control group runs during inference.
+`command_lock` orders everything that decides on or publishes a command.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ STATUS_NAME = "perception_node: inference"
 # Parameters that change the command at run time; the others need a restart.
 LIMIT_PARAMETERS = ("speed_mode", "speed", "min_speed", "max_speed", "max_lateral_acceleration",
                     "wheelbase", "max_steering_angle", "max_steering_rate")
-EXECUTOR_THREADS = 2
+# rclpy's MultiThreadedExecutor added tens of milliseconds to each frame here
+# (rclpy 9.1, Kilted wheels), stalling lock-step runs, while inference takes
+# about 1-2 ms. One thread runs the callbacks in turn; the callback groups and
+# command_lock stay, so raising this keeps the code correct.
+EXECUTOR_THREADS = 1
 LOG_THROTTLE_S = 1.0
 LATENCY_LOG_PERIOD_S = 10.0
 # Arrival times kept for the input rate, and stamp gaps kept to estimate the camera period.
@@ -220,7 +225,7 @@ class PerceptionNode(LifecycleNode):
             reason = ("speed_mode='model' is invalid for this model because it predicts no "
                       "speed; use 'fixed' or 'curvature'")
         if reason is not None:
-            self.get_logger().warn(f"Rejected a parameter change: {reason}")
+            self.get_logger().warning(f"Rejected a parameter change: {reason}")
             return SetParametersResult(successful=False, reason=reason)
 
         timeout = next((p.value for p in parameters if p.name == "watchdog_timeout"), None)
@@ -272,7 +277,7 @@ class PerceptionNode(LifecycleNode):
             self.runner = None
             return TransitionCallbackReturn.FAILURE
         if self.publish_saliency and not self.runner.supports_saliency:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"publish_saliency needs the torch backend; the {self.backend} backend has no "
                 "saliency, so ~/saliency stays silent")
         self.shaper = CommandShaper(limits)
@@ -412,7 +417,7 @@ class PerceptionNode(LifecycleNode):
             return
 
         if prediction.reset_reason is not None:
-            self.get_logger().warn(f"Reset the network state: {prediction.reset_reason}")
+            self.get_logger().warning(f"Reset the network state: {prediction.reset_reason}")
         else:
             self.count_dropped_frames(prediction.dt)
         self.publish_debug_topics(msg, prediction)
@@ -509,7 +514,7 @@ class PerceptionNode(LifecycleNode):
                     "E-stop engaged: publishing stop commands until false is published on e_stop")
             elif not msg.data and self.e_stop_latched:
                 self.e_stop_latched = False
-                self.get_logger().warn("E-stop cleared; call ~/enable to drive again")
+                self.get_logger().warning("E-stop cleared; call ~/enable to drive again")
 
     def enable_callback(self, request: SetBool.Request, response: SetBool.Response):
         with self.command_lock:

@@ -375,7 +375,7 @@ class RecorderNode(Node):
         previous = self.last_receive.get(topic)
         if previous is not None and now - previous > self.gap_warning:
             self.gaps[topic] += 1
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"No message on {topic} for {now - previous:.2f} s (gap_warning {self.gap_warning} s)",
                 throttle_duration_sec=5.0)
         self.last_receive[topic] = now
@@ -438,7 +438,7 @@ class RecorderNode(Node):
             f"{topic}: {self.written[topic]}/{self.received[topic]}" for topic in self.received)
         self.get_logger().info(f"Messages written/received: {counts}")
         for topic in self.pending_types:
-            self.get_logger().warn(f"No publisher seen yet on {topic}; it is not being recorded")
+            self.get_logger().warning(f"No publisher seen yet on {topic}; it is not being recorded")
 
     def destroy_node(self):
         # Kilted's context shutdown destroys tracked nodes, and main() does too.

@@ -7,7 +7,9 @@ cmd_vel and turns it into a front steering angle with the bicycle model.
 In real-time mode a wall timer advances the simulation by one camera period per
 tick. In lock-step mode each published frame waits for the next command (or
 `lockstep_timeout` seconds), so a driver and a recorder see every frame and the
-simulation runs as fast as they answer.
+simulation runs as fast as they answer. Any command counts as the answer, so a
+driver must not publish commands of its own while it waits for a frame: give
+the perception node a watchdog_timeout longer than lockstep_timeout.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ class SimNode(Node):
             return
         waited = time.monotonic() - self.frame_published_wall
         if self.awaiting_command and waited > self.lockstep_timeout:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"No cmd_vel within lockstep_timeout={self.lockstep_timeout:.2f} s; "
                 "stepping with the last command", throttle_duration_sec=5.0)
             self.advance()
@@ -234,7 +236,7 @@ class SimNode(Node):
         lane = self.sim.lane_state()
         if lane.off_track_events > self.reported_off_track:
             self.reported_off_track = lane.off_track_events
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"Off-track event {lane.off_track_events} at t={self.sim.time:.2f} s: "
                 f"cross-track error {lane.cross_track_error:+.3f} m")
         if lane.lap_count > self.reported_laps:

@@ -35,19 +35,47 @@ logger = logging.getLogger("liquid_driver.demo")
 # Slack over the ideal lap time before the demo gives up.
 TIME_BUDGET_FACTOR = 3.0
 START_UP_ALLOWANCE_S = 30.0
+# The simulator's frames reach the perception node over DDS on a machine that
+# may be busy; a longer watchdog than a rover's 0.25 s avoids stopping the car
+# for a late frame in the simulator. In lock-step mode frames wait for
+# commands, so the watchdog must outlast sim_node's lockstep_timeout (1 s):
+# otherwise its stop commands step the simulator past unseen frames.
+SIM_WATCHDOG_TIMEOUT_S = 0.5
+LOCKSTEP_WATCHDOG_TIMEOUT_S = 5.0
+# Below this share of the simulator's frames reaching the network, the demo
+# suggests lock-step mode.
+MIN_FRAME_SHARE = 0.9
+
+
+def layout_name(value: str) -> str:
+    """Validate a layout name for argparse, so a typo gets a usage error, not a traceback."""
+    try:
+        make_track(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layout", default="curvy",
-                        help="track layout to drive (default: curvy, held out from training)")
-    parser.add_argument("--seed", type=int, default=0, help="visual seed for colours and lighting")
+    parser.add_argument("--layout", default="curvy", type=layout_name,
+                        help="track layout to drive: oval, curvy, tight, chicane, kidney or "
+                             "random:<n>, each optionally with :reverse (default: curvy, held "
+                             "out from training)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="visual seed for colours and lighting (default: 0)")
     parser.add_argument("--laps", type=int, default=2, help="laps to complete (default: 2)")
-    parser.add_argument("--speed", type=float, default=1.0, help="driving speed in m/s")
-    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="driving speed in m/s (default: 1.0)")
+    parser.add_argument("--model", default=None,
+                        help="safetensors checkpoint, or an ONNX export (default: the shipped model)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="inference backend; auto picks onnx for a .onnx file (default: auto)")
     parser.add_argument("--lockstep", action="store_true",
                         help="run the simulator in lock-step, faster than real time")
-    parser.add_argument("--out", default="out/demo", help="folder for the plot, summary and logs")
+    parser.add_argument("--out", default="out/demo",
+                        help="folder for the plot, summary and logs; replaced by each run "
+                             "(default: out/demo)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +87,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"error: model file {model} not found; pass --model PATH or run `make model`",
               file=sys.stderr)
         return 2
+    backend = args.backend
+    if backend == "auto":
+        backend = "onnx" if model.suffix.lower() == ".onnx" else "torch"
     track = make_track(args.layout)
     time_budget = TIME_BUDGET_FACTOR * args.laps * track.length / max(args.speed, 0.1)
 
@@ -71,16 +102,18 @@ def run_demo(args: argparse.Namespace) -> int:
 
     perception = NodeProcess(
         "perception_node",
-        {"model_path": str(model), "speed": args.speed, "image_reliable": args.lockstep,
-         "start_enabled": True},
+        {"model_path": str(model), "backend": backend, "speed": args.speed,
+         "image_reliable": args.lockstep, "start_enabled": True,
+         "watchdog_timeout": LOCKSTEP_WATCHDOG_TIMEOUT_S if args.lockstep else SIM_WATCHDOG_TIMEOUT_S},
         log_path=out / "perception_node.log")
     sim = NodeProcess(
         "sim_node",
         {"layout": args.layout, "seed": args.seed, "lockstep": args.lockstep,
          "stop_after_laps": args.laps, "stop_after_time": time_budget},
         log_path=out / "sim_node.log")
-    print(f"Driving {args.laps} laps of '{args.layout}' ({track.length:.1f} m a lap) "
-          f"with {model.name}; logs in {out}/")
+    laps_text = "1 lap" if args.laps == 1 else f"{args.laps} laps"
+    print(f"Driving {laps_text} of '{args.layout}' ({track.length:.1f} m a lap) "
+          f"with {model.name} ({backend} backend); logs in {out}/")
 
     started = time.monotonic()
     try:
@@ -90,7 +123,7 @@ def run_demo(args: argparse.Namespace) -> int:
             if laps != last_laps:
                 last_laps = laps
                 if laps > 0:
-                    print(f"  lap {laps} done after {time.monotonic() - started:.0f} s")
+                    print(f"  lap {laps} done after {time.monotonic() - started:.0f} s of wall time")
             if not perception.running():
                 print("error: perception_node exited early; see its log:", file=sys.stderr)
                 print(perception.log_text()[-3000:], file=sys.stderr)
@@ -102,6 +135,8 @@ def run_demo(args: argparse.Namespace) -> int:
         sim.stop()
         perception.stop()
         executor.shutdown()
+        # A spin thread still alive at interpreter exit aborts the process.
+        spin_thread.join(timeout=5.0)
         monitor.destroy_node()
         rclpy.try_shutdown()
 
@@ -114,6 +149,10 @@ def report(args, monitor: DriveMonitor, track, out: Path) -> int:
     p50 = float(perception.get("latency_p50_ms", "nan"))
     p99 = float(perception.get("latency_p99_ms", "nan"))
     completed = summary.laps >= args.laps
+    # One lane-metrics sample is published with every camera frame.
+    frames_published = summary.samples
+    frames_driven = int(perception.get("frames", "0"))
+    frame_share = frames_driven / frames_published if frames_published else 0.0
 
     plot_path = out / "path.png"
     plot_drive(track, monitor.path, plot_path,
@@ -127,7 +166,8 @@ def report(args, monitor: DriveMonitor, track, out: Path) -> int:
         **summary.to_dict(),
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,
-        "frames": int(perception.get("frames", "0")),
+        "frames_published": frames_published,
+        "frames_driven": frames_driven,
         "model": perception.get("model", ""),
         "plot": str(plot_path),
     }
@@ -139,7 +179,12 @@ def report(args, monitor: DriveMonitor, track, out: Path) -> int:
     print(f"max |cross-track error|   {summary.max_abs_cross_track_error * 100:.1f} cm")
     print(f"off-track events          {summary.off_track_events}")
     print(f"perception latency        p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    print(f"frames driven             {frames_driven} of {frames_published} published "
+          f"({frame_share:.0%})")
     print(f"path plot                 {plot_path}")
+    if frame_share < MIN_FRAME_SHARE and not args.lockstep:
+        print(f"note: {frames_published - frames_driven} frames did not reach the network in "
+              "time (a busy machine); --lockstep makes every frame count")
     if not completed:
         print("FAILED: the laps were not completed in time", file=sys.stderr)
         return 1
