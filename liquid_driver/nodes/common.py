@@ -87,6 +87,11 @@ def run_node(node_factory: Callable[[], Node], args=None, num_threads: int = 1) 
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A signal shuts the context down while a callback may be publishing;
+        # the publish then fails, which is part of stopping, not an error.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
