@@ -114,6 +114,7 @@ class RunResult:
     noise_variance: float
     laps_requested: float
     laps_completed: int
+    laps_driven: float  # fraction of laps along the track, for runs shorter than a lap
     completed: bool  # reached the requested laps within the time budget
     sim_time: float  # s
     distance: float  # m, path length driven (skipped intervention distance not included)
@@ -303,6 +304,7 @@ def _drive(
         noise_variance=condition.noise_variance,
         laps_requested=settings.laps,
         laps_completed=laps_completed,
+        laps_driven=progress.total / track.length,
         completed=progress.total >= target_progress,
         sim_time=clock,
         distance=distance,
@@ -318,9 +320,9 @@ def _drive(
         intervention_points=intervention_points,
     )
     logger.info(
-        "%s: %d laps, mean |cte| %.1f cm, max %.1f cm, %d off-track, %d interventions, %.1f s",
+        "%s: %.2f laps, mean |cte| %.1f cm, max %.1f cm, %d off-track, %d interventions, %.1f s",
         condition.label,
-        result.laps_completed,
+        result.laps_driven,
         100.0 * result.mean_abs_cross_track_error,
         100.0 * result.max_abs_cross_track_error,
         result.off_track_events,

@@ -25,6 +25,7 @@ CSV_COLUMNS = (
     "noise_variance",
     "laps_requested",
     "laps_completed",
+    "laps_driven",
     "completed",
     "sim_time",
     "distance",
@@ -62,7 +63,7 @@ def markdown_table(results: Sequence[RunResult]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
-        laps = f"{result.laps_completed}" if result.completed else f"{result.laps_completed} (timed out)"
+        laps = f"{result.laps_driven:.2f}" if result.completed else f"{result.laps_driven:.2f} (timed out)"
         lines.append(
             f"| {result.layout} | {result.seed} | {result.noise_variance:g} | {laps} "
             f"| {100.0 * result.mean_abs_cross_track_error:.1f} "
