@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from liquid_driver.help_format import DefaultsHelpFormatter
 from liquid_driver.eval.core import EvalSettings, build_conditions, drive_run
 from liquid_driver.eval.report import write_report
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="liquid-driver-eval",
         description="Drive a checkpoint in the embedded simulator over layouts, visual seeds and "
         "image-noise levels, and report lane keeping and interventions per km.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model", help="checkpoint to evaluate (default: the shipped model)")
     parser.add_argument("--out", default="out/eval", help="folder for the tables and the plot")

@@ -26,6 +26,7 @@ from typing import Sequence
 import torch.distributed as dist
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from liquid_driver.help_format import DefaultsHelpFormatter
 from liquid_driver.data.cache import default_cache_dir
 from liquid_driver.data.dataset import DatasetConfig, DatasetError
 from liquid_driver.data.preprocess import Preprocessing
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="liquid-driver-train",
         description="Train a CNN + liquid neural circuit policy that maps camera frames to path "
         "curvature (1/m) from rosbag2 demonstrations.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("bags", nargs="+", help="rosbag2 directories (MCAP or sqlite3), or folders that contain them")
     parser.add_argument("--out", required=True, help="run folder for checkpoints, metrics and plots")
