@@ -28,8 +28,8 @@ if [ -n "${ROS_DISTRO:-}" ] && python3 -c 'import rclpy' >/dev/null 2>&1; then
     USE_SOURCED_ROS=1
 fi
 
-# The ROS 2 wheels from PyPI are built for CPython 3.11 only; a sourced ROS 2
-# brings its own Python (3.10 for Humble, 3.12 for Jazzy), the python3 that
+# The ROS 2 wheels from PyPI are built for CPython 3.11 only. A sourced ROS 2
+# brings its own Python (3.10 for Humble, 3.12 for Jazzy): the python3 that
 # imported rclpy above. PYTHON=/path/to/python overrides the choice.
 if [ -z "${PYTHON:-}" ]; then
     if [ "$USE_SOURCED_ROS" = 0 ] && command -v python3.11 >/dev/null; then

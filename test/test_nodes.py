@@ -70,7 +70,8 @@ def test_sim_node_lockstep_topics(probe, node_processes):
     assert len(first.data) == first.step * first.height
     assert first.header.frame_id == "camera_optical_frame"
     info = probe.wait_for_messages("/camera/camera_info")[0]
-    assert info.k[0] > 0.0 and info.k[4] > 0.0
+    assert info.k[0] > 0.0  # fx
+    assert info.k[4] > 0.0  # fy
     assert probe.wait_for_messages("/clock")
     metrics = status_values(probe.wait_for_messages("/sim/lane_metrics")[0], "sim_node: lane keeping")
     assert metrics is not None

@@ -42,7 +42,7 @@ CAMERA_PERIOD_S = 0.05
 
 
 class Policy(Protocol):
-    """What `drive_run` needs from a policy; `liquid_driver.inference.PolicyRunner` fits."""
+    """Policy interface that `drive_run` calls, as `liquid_driver.inference.PolicyRunner` provides."""
 
     def predict(self, rgb: np.ndarray, stamp: float):
         """Return an object whose `curvature` attribute is the path curvature in 1/m."""
@@ -262,7 +262,7 @@ def _drive(
         curvature = float(policy.predict(rgb, clock).curvature)
         speed = settings.speed
         if not math.isfinite(curvature):
-            # The perception node publishes a stop in this case, so the car stands this period.
+            # The perception node publishes a stop in this case, so the car stays stopped for this period.
             invalid_outputs += 1
             curvature, speed = 0.0, 0.0
         steering = steering_from_twist(speed, speed * curvature, sim.wheelbase, sim.config.max_steering)

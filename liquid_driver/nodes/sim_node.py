@@ -7,7 +7,7 @@ cmd_vel and turns it into a front steering angle with the bicycle model.
 In real-time mode a wall timer advances the simulation by one camera period per
 tick. In lock-step mode each published frame waits for the next command (or
 `lockstep_timeout` seconds), so a driver and a recorder see every frame and the
-simulation runs as fast as they answer. Any command counts as the answer, so a
+simulation runs as fast as they respond. Any command counts as the answer, so a
 driver must not publish commands of its own while it waits for a frame: give
 the perception node a watchdog_timeout longer than lockstep_timeout.
 """

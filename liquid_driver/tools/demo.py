@@ -36,7 +36,7 @@ logger = logging.getLogger("liquid_driver.demo")
 TIME_BUDGET_FACTOR = 3.0
 START_UP_ALLOWANCE_S = 30.0
 # The simulator's frames reach the perception node over DDS on a machine that
-# may be busy; a longer watchdog than a rover's 0.25 s avoids stopping the car
+# may be busy. A longer watchdog than a rover's 0.25 s avoids stopping the car
 # for a late frame in the simulator. In lock-step mode frames wait for
 # commands, so the watchdog must outlast sim_node's lockstep_timeout (1 s):
 # otherwise its stop commands step the simulator past unseen frames.

@@ -740,12 +740,19 @@ def train(
         trainer.restore(resume_state, Path(config.resume).with_name(BEST_CHECKPOINT))
 
     stop_reason = "epochs"
+    # Only rank 0 shows progress; None lets tqdm decide from the terminal.
+    if not context.is_main:
+        hide_progress = True
+    elif config.progress is None:
+        hide_progress = None
+    else:
+        hide_progress = not config.progress
     epoch_bar = tqdm(
         range(trainer.progress.epoch, config.epochs),
         desc="epochs",
         initial=trainer.progress.epoch,
         total=config.epochs,
-        disable=(None if config.progress is None else not config.progress) if context.is_main else True,
+        disable=hide_progress,
         unit="epoch",
     )
     for epoch_index in epoch_bar:
