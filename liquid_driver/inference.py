@@ -199,9 +199,15 @@ class PolicyRunner:
         controller = config.get("controller", {})
         parameters = self.backend.parameters
         counted = f"{parameters} parameters, " if parameters is not None else ""
+        cell = controller.get("cell", "?")
+        if cell == "lstm":
+            network = f"lstm with {controller.get('units', '?')} units"
+        elif cell == "feedforward":
+            network = f"feedforward with hidden layers {controller.get('hidden_layers', '?')}"
+        else:
+            network = f"{cell} {controller.get('wiring', '?')} with {controller.get('units', '?')} neurons"
         return (
-            f"{self.checkpoint_path.name}: {controller.get('cell', '?')} "
-            f"{controller.get('wiring', '?')} with {controller.get('units', '?')} neurons, "
+            f"{self.checkpoint_path.name}: {network}, "
             f"{counted}input {self.preprocessing.height}x{self.preprocessing.width}, "
             f"{self.backend.name} backend"
         )

@@ -85,7 +85,7 @@ def save_checkpoint(path: PathLike, policy: DrivingPolicy, metadata: dict[str, A
         "format_version": FORMAT_VERSION,
         "output_units": OUTPUT_UNITS,
         "policy_config": policy.config.to_dict(),
-        "wiring": policy.wiring.to_dict(),
+        "wiring": None if policy.wiring is None else policy.wiring.to_dict(),
         "weights_sha256": weights_digest(tensors),
         "preprocessing": {},
         "training": {},
@@ -240,7 +240,8 @@ def load_checkpoint(
 
     try:
         config = PolicyConfig.from_dict(document["policy_config"])
-        wiring = wiring_from_dict(document["wiring"])
+        # Baseline controllers (LSTM, feedforward) store no wiring.
+        wiring = None if document["wiring"] is None else wiring_from_dict(document["wiring"])
         policy = DrivingPolicy(config, wiring=wiring)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} has an invalid policy_config or wiring: {error}") from error

@@ -1,4 +1,7 @@
-"""Driving policy: camera image -> CNN -> liquid controller -> path curvature in 1/m.
+"""Driving policy: camera image -> CNN -> controller -> path curvature in 1/m.
+
+The controller is a liquid cell (CfC or LTC) on a wiring, or one of the baselines
+of :mod:`.baselines` (an LSTM or a feedforward MLP) for comparisons.
 
 Example::
 
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from .base import DEFAULT_TIME_SCALE_S, ParameterCount, TimeStep, WiredCell, check_input
+from .baselines import FeedforwardController, LSTMController
 from .cfc import ACTIVATIONS, MODES, CfCCell
 from .cnn import ConvHead, ConvHeadConfig
 from .ltc import SOLVERS, LTCCell
@@ -27,7 +31,10 @@ from .wiring import NCP, WIRING_KINDS, AutoNCP, FullyConnected, Random, Wiring
 
 logger = logging.getLogger(__name__)
 
-CELL_TYPES = ("cfc", "ltc")
+# Liquid cells run on a wiring; the baselines do not have one.
+LIQUID_CELLS = ("cfc", "ltc")
+BASELINE_CELLS = ("lstm", "feedforward")
+CELL_TYPES = LIQUID_CELLS + BASELINE_CELLS
 # Units of the policy output, stored in checkpoints so consumers can check them.
 OUTPUT_UNITS = "curvature_1_per_m"
 _NCP_SIZE_FIELDS = (
@@ -42,9 +49,13 @@ _NCP_SIZE_FIELDS = (
 
 @dataclass
 class ControllerConfig:
-    """Settings of the liquid controller: cell, wiring and output scaling."""
+    """Settings of the controller: cell, wiring and output scaling.
 
-    cell: str = "cfc"  # "cfc" or "ltc"
+    The wiring fields apply to the liquid cells only. An "lstm" uses ``units`` as its
+    hidden size, a "feedforward" controller uses ``hidden_layers``.
+    """
+
+    cell: str = "cfc"  # "cfc", "ltc", or the baselines "lstm" and "feedforward"
     mode: str = "default"  # CfC mode: "default", "no_gate" or "pure" (the LTC ignores it)
     units: int = 19  # neurons: AutoNCP splits 19 into 12 inter, 6 command, 1 motor
     output_size: int = 1  # motor neurons, of which the first is the curvature
@@ -81,6 +92,13 @@ class ControllerConfig:
     # Curvature in 1/m per unit of motor output. The CfC output lies in (-1, 1), so
     # 2.0 covers the typical +-1.5 1/m of a 1:10 car without saturating the tanh.
     output_scale: float = 2.0
+    # Hidden layer widths of the "feedforward" baseline, as in PilotNet's dense layers.
+    hidden_layers: tuple[int, ...] = (100, 50, 10)
+
+    @property
+    def is_liquid(self) -> bool:
+        """Whether the cell is a wired liquid cell (CfC or LTC) rather than a baseline."""
+        return self.cell in LIQUID_CELLS
 
     def __post_init__(self) -> None:
         if self.cell not in CELL_TYPES:
@@ -98,6 +116,9 @@ class ControllerConfig:
             raise ValueError(f"solver={self.solver!r} is invalid. Valid solvers: {SOLVERS}")
         if not self.output_scale > 0.0:
             raise ValueError(f"output_scale={self.output_scale} is invalid: use a positive 1/m value")
+        self.hidden_layers = tuple(int(width) for width in self.hidden_layers)
+        if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units < 1:
+            raise ValueError(f"units={self.units!r} is invalid: use an int >= 1")
         if self.wiring == "ncp":
             missing = [name for name in _NCP_SIZE_FIELDS if getattr(self, name) is None]
             if missing:
@@ -123,6 +144,14 @@ class ControllerConfig:
             wiring = Random(self.units, self.output_size, self.sparsity, self.seed)
         wiring.build(input_size)
         return wiring
+
+    def build_baseline(self, input_size: int) -> LSTMController | FeedforwardController:
+        """Create the LSTM or feedforward controller for ``input_size`` features."""
+        if self.cell == "lstm":
+            return LSTMController(input_size, self.units, self.output_size, self.time_scale_s)
+        if self.cell == "feedforward":
+            return FeedforwardController(input_size, self.hidden_layers, self.output_size, self.time_scale_s)
+        raise ValueError(f"cell={self.cell!r} is a liquid cell; build it with build_cell(wiring)")
 
     def build_cell(self, wiring: Wiring) -> WiredCell:
         """Create the CfC or LTC cell on a built wiring."""
@@ -192,28 +221,35 @@ def _dataclass_from_dict(cls: type, data: Any) -> Any:
 
 
 class DrivingPolicy(nn.Module):
-    """CNN plus liquid controller that maps camera images to path curvature in 1/m.
+    """CNN plus controller that maps camera images to path curvature in 1/m.
 
     Args:
         config: CNN and controller settings.
         wiring: A built wiring to use instead of drawing one from ``config`` (checkpoint
             loading passes the stored wiring). Its input size must equal
-            ``config.cnn.feature_size``.
+            ``config.cnn.feature_size``. Baseline controllers take none.
     """
 
     def __init__(self, config: PolicyConfig | None = None, wiring: Wiring | None = None) -> None:
         super().__init__()
         self.config = PolicyConfig() if config is None else config
+        controller = self.config.controller
         features = self.config.cnn.feature_size
-        if wiring is None:
-            wiring = self.config.controller.build_wiring(features)
-        elif wiring.input_size != features:
-            raise ValueError(
-                f"wiring input_size={wiring.input_size} does not match cnn.feature_size={features}"
-            )
         self.cnn = ConvHead(self.config.cnn)
-        self.controller = self.config.controller.build_cell(wiring)
-        self.output_scale = self.config.controller.output_scale
+        self.controller: WiredCell | LSTMController | FeedforwardController
+        if not controller.is_liquid:
+            if wiring is not None:
+                raise ValueError(f"cell={controller.cell!r} has no wiring, but a wiring was passed")
+            self.controller = controller.build_baseline(features)
+        else:
+            if wiring is None:
+                wiring = controller.build_wiring(features)
+            elif wiring.input_size != features:
+                raise ValueError(
+                    f"wiring input_size={wiring.input_size} does not match cnn.feature_size={features}"
+                )
+            self.controller = controller.build_cell(wiring)
+        self.output_scale = controller.output_scale
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -221,8 +257,8 @@ class DrivingPolicy(nn.Module):
         return self.cnn.input_size
 
     @property
-    def wiring(self) -> Wiring:
-        """The controller's synapse wiring."""
+    def wiring(self) -> Wiring | None:
+        """The controller's synapse wiring, or None for a baseline controller."""
         return self.controller.wiring
 
     @property

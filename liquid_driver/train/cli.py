@@ -31,6 +31,7 @@ from liquid_driver.data.cache import default_cache_dir
 from liquid_driver.data.dataset import DatasetConfig, DatasetError
 from liquid_driver.data.preprocess import Preprocessing
 from liquid_driver.model import CheckpointError, ControllerConfig, ConvHeadConfig, PolicyConfig
+from liquid_driver.model.policy import CELL_TYPES
 from liquid_driver.train.config import PRECISIONS, AugmentConfig, CameraGeometry, TrainConfig
 from liquid_driver.train.distributed import (
     DEVICES,
@@ -185,10 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                              default=_default(CameraGeometry, name), help=text)
 
     model = parser.add_argument_group("model")
-    model.add_argument("--cell", choices=("cfc", "ltc"), default=_default(ControllerConfig, "cell"),
-                       help="liquid cell type")
+    model.add_argument("--cell", choices=CELL_TYPES, default=_default(ControllerConfig, "cell"),
+                       help="controller: the liquid cells cfc and ltc, or the baselines lstm and "
+                       "feedforward (a PilotNet-style MLP without state)")
     model.add_argument("--units", type=int, default=_default(ControllerConfig, "units"),
-                       help="neurons of the liquid controller")
+                       help="neurons of the liquid controller, or the hidden size of an lstm")
+    model.add_argument("--hidden-layers", type=_int_list, default=_default(ControllerConfig, "hidden_layers"),
+                       help="hidden layer widths of the feedforward controller, comma-separated")
     model.add_argument("--wiring", choices=_CLI_WIRINGS, default=_default(ControllerConfig, "wiring"),
                        help="synapse wiring of the controller")
     model.add_argument("--sparsity", type=float, default=_default(ControllerConfig, "sparsity"),
@@ -243,6 +247,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     controller = ControllerConfig(
         cell=args.cell,
         units=args.units,
+        hidden_layers=tuple(args.hidden_layers),
         wiring=args.wiring,
         sparsity=args.sparsity,
         output_scale=args.output_scale,
