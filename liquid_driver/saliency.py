@@ -7,9 +7,14 @@ channels. Then, from the deepest layer up, it upsamples the running mask to
 the next shallower layer's size and multiplies it by that layer's average. The paper
 upsamples with a deconvolution of ones; this module uses bilinear
 interpolation, which gives the same picture at a fraction of the code.
+
+`saliency_similarity` compares two masks by their Pearson correlation, for
+example the masks of a clean frame and of the same frame with pixel noise.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -87,4 +92,49 @@ def saliency_overlay(frame: np.ndarray, mask: np.ndarray, strength: float = 0.6)
     return np.clip(blended, 0.0, 255.0).astype(np.uint8)
 
 
-__all__ = ["conv_activations", "saliency_overlay", "visual_backprop"]
+def saliency_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """Compute the Pearson correlation of two saliency masks of the same shape.
+
+    Pearson correlation of saliency maps is the measure of how much attention
+    moves between clean and noisy input: 1 means the network looks at the same
+    pixels in the same proportions, 0 means no linear relation between the two
+    masks. Being invariant to scale and offset, it compares where the network
+    looks, not how strongly the convolutions respond.
+
+    A constant mask has no variance, so the correlation is undefined. Two equal
+    constant masks count as 1.0, and a constant mask against a different mask
+    (constant or not) as 0.0.
+
+    Args:
+        a, b: masks of equal shape, such as (h, w) outputs of `visual_backprop`;
+            numpy arrays or CPU tensors.
+
+    Returns:
+        The correlation in [-1, 1].
+
+    Raises:
+        ValueError: the shapes differ, the masks are empty, or a mask contains
+            NaN or infinite values.
+    """
+    first = np.asarray(a, dtype=np.float64)
+    second = np.asarray(b, dtype=np.float64)
+    if first.shape != second.shape:
+        raise ValueError(
+            f"saliency masks of shapes {first.shape} and {second.shape} cannot be compared; "
+            "compute both at the same size, such as the model input size")
+    if first.size == 0:
+        raise ValueError(f"saliency masks of shape {first.shape} are empty; expected at least one pixel")
+    if not (np.isfinite(first).all() and np.isfinite(second).all()):
+        raise ValueError("saliency masks contain NaN or infinite values; expected finite masks")
+    # ptp (max - min) is exact, so a constant mask is detected without a rounding threshold.
+    first_constant = np.ptp(first) == 0.0
+    second_constant = np.ptp(second) == 0.0
+    if first_constant or second_constant:
+        return 1.0 if first_constant and second_constant and first.flat[0] == second.flat[0] else 0.0
+    first = first - first.mean()
+    second = second - second.mean()
+    correlation = float(np.sum(first * second) / math.sqrt(np.sum(first * first) * np.sum(second * second)))
+    return max(-1.0, min(1.0, correlation))
+
+
+__all__ = ["conv_activations", "saliency_overlay", "saliency_similarity", "visual_backprop"]

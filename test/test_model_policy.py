@@ -200,3 +200,28 @@ def test_plot_wiring_writes_png(policy, tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     bare = plot_wiring(policy.wiring, tmp_path / "bare.png")
     assert bare.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("cell", ["cfc", "ltc"])
+def test_enforced_polarities_follow_wiring(cell):
+    torch.manual_seed(0)
+    policy = DrivingPolicy(PolicyConfig(controller=ControllerConfig(cell=cell)))
+    sensory, neuron = policy.controller.synapse_polarities()
+    assert (sensory.numpy() == policy.wiring.sensory_adjacency).all()
+    assert (neuron.numpy() == policy.wiring.adjacency).all()
+
+
+@pytest.mark.parametrize("cell", ["cfc", "ltc"])
+def test_free_polarities_are_learned(cell):
+    torch.manual_seed(0)
+    config = ControllerConfig(cell=cell, enforce_polarity=False)
+    policy = DrivingPolicy(PolicyConfig(controller=config))
+    with torch.no_grad():
+        for parameter in policy.controller.parameters():
+            parameter.neg_()  # flips the free weights' signs and the LTC reversal potentials
+    sensory, neuron = policy.controller.synapse_polarities()
+    present = policy.wiring.adjacency != 0
+    assert set(neuron.numpy()[present].tolist()) <= {-1.0, 1.0}
+    assert (neuron.numpy()[~present] == 0).all()
+    assert (neuron.numpy()[present] != policy.wiring.adjacency[present]).any()
+    assert sensory.shape == tuple(policy.wiring.sensory_adjacency.shape)

@@ -489,3 +489,12 @@ class WiredCell(nn.Module):
             are zero.
         """
         raise NotImplementedError
+
+    def synapse_polarities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the learned sign of each synapse, for plots.
+
+        Returns:
+            ``(sensory, neuron)`` like :meth:`synapse_strengths`, with +1 for an
+            excitatory synapse, -1 for an inhibitory one and 0 where there is none.
+        """
+        raise NotImplementedError

@@ -477,6 +477,22 @@ class CfCCell(WiredCell):
     # -- introspection ------------------------------------------------------------------
 
     @torch.no_grad()
+    def synapse_polarities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the learned sign of each synapse, +1, -1 or 0 where there is none, indexed [source, destination].
+
+        The sign is that of the synapse's mean weight over the output heads. With
+        ``enforce_polarity`` it equals the wiring's polarity.
+        """
+        if self.backbone is not None:
+            raise RuntimeError("a CfC with a dense backbone has no per-synapse weights")
+        sensory, recurrent = self.effective_weights()
+        output_heads = list(_OUTPUT_HEADS[: self.heads])
+        sensory_sign = torch.sign(sensory[output_heads].mean(dim=0).T)  # (inputs, units)
+        neuron_sign = torch.sign(recurrent[output_heads].mean(dim=0).T)  # (units, units)
+        present = torch.as_tensor(self.wiring.adjacency != 0, device=neuron_sign.device)
+        return sensory_sign.contiguous(), (neuron_sign * present).contiguous()
+
+    @torch.no_grad()
     def synapse_strengths(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return mean |weight| of the output heads per synapse, indexed [source, destination]."""
         if self.backbone is not None:

@@ -413,6 +413,17 @@ class LTCCell(WiredCell):
         return motor * self.output_weight + self.output_bias
 
     @torch.no_grad()
+    @torch.no_grad()
+    def synapse_polarities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the sign of each synapse's reversal potential, 0 where there is none, indexed [source, destination].
+
+        The reversal potentials are learned unless ``enforce_polarity`` fixes them to the wiring's polarity.
+        """
+        weights = self._compute_weights()
+        sensory = torch.sign(weights.sensory_erev) * (weights.sensory_weight != 0)
+        neuron = torch.sign(weights.erev) * (weights.weight != 0)
+        return sensory.contiguous(), neuron.contiguous()
+
     def synapse_strengths(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the maximum conductance of each synapse, indexed [source, destination]."""
         weights = self._compute_weights()

@@ -1,5 +1,8 @@
 """Draw a wiring as a PNG: layers as columns, polarity as colour, strength as line width.
 
+Given a trained cell, the colours show the learned polarities (see the cells'
+``synapse_polarities``) and the widths the learned strengths.
+
 A self-synapse (a neuron that feeds itself, such as a recurrent command synapse from a
 neuron to itself) is drawn as a ring on the right of its neuron.
 """
@@ -65,8 +68,9 @@ def plot_wiring(wiring_or_cell: Wiring | WiredCell, path: PathLike, title: str |
     """Write a PNG of the wiring to ``path`` and return the path.
 
     Args:
-        wiring_or_cell: A built wiring, or a cell whose learned strengths are drawn as
-            line widths. A bare wiring draws every synapse with the same width.
+        wiring_or_cell: A built wiring, or a cell whose learned polarities are drawn as
+            colours and learned strengths as line widths. A bare wiring draws its own
+            polarities and every synapse with the same width.
         path: Destination PNG file.
         title: Figure title. Defaults to the wiring's repr.
     """
@@ -75,11 +79,15 @@ def plot_wiring(wiring_or_cell: Wiring | WiredCell, path: PathLike, title: str |
         sensory_strength, neuron_strength = (
             tensor.detach().cpu().numpy() for tensor in wiring_or_cell.synapse_strengths()
         )
+        sensory_sign, neuron_sign = (
+            tensor.detach().cpu().numpy() for tensor in wiring_or_cell.synapse_polarities()
+        )
     elif isinstance(wiring_or_cell, Wiring):
         wiring = wiring_or_cell
         wiring.require_built()
         sensory_strength = np.abs(wiring.sensory_adjacency).astype(float)
         neuron_strength = np.abs(wiring.adjacency).astype(float)
+        sensory_sign, neuron_sign = wiring.sensory_adjacency, wiring.adjacency
     else:
         raise TypeError(f"expected a Wiring or a WiredCell, got {type(wiring_or_cell).__name__}")
     assert wiring.sensory_adjacency is not None
@@ -98,14 +106,14 @@ def plot_wiring(wiring_or_cell: Wiring | WiredCell, path: PathLike, title: str |
 
     sources, destinations = np.nonzero(wiring.sensory_adjacency)
     for source, destination in zip(sources, destinations):
-        color = EXCITATORY_COLOR if wiring.sensory_adjacency[source, destination] > 0 else INHIBITORY_COLOR
+        color = EXCITATORY_COLOR if sensory_sign[source, destination] >= 0 else INHIBITORY_COLOR
         (x0, y0), (x1, y1) = position[-1 - int(source)], position[int(destination)]
         axes.plot([x0, x1], [y0, y1], color=color, alpha=0.5, lw=sensory_widths[source, destination])
 
     ring_offset = offset_copy(axes.transData, figure, x=_SELF_SYNAPSE_OFFSET, units="points")
     sources, destinations = np.nonzero(wiring.adjacency)
     for source, destination in zip(sources, destinations):
-        color = EXCITATORY_COLOR if wiring.adjacency[source, destination] > 0 else INHIBITORY_COLOR
+        color = EXCITATORY_COLOR if neuron_sign[source, destination] >= 0 else INHIBITORY_COLOR
         start, end = position[int(source)], position[int(destination)]
         width = neuron_widths[source, destination]
         if source == destination:
