@@ -3,6 +3,7 @@
     ros2 launch liquid_driver sim.launch.py layout:=curvy
     ros2 launch liquid_driver sim.launch.py driver:=expert record:=true bag:=bags/run1 lockstep:=true
     ros2 launch liquid_driver sim.launch.py headless:=false      # also show the camera in rqt_image_view
+    ros2 launch liquid_driver sim.launch.py lighting:=dusk       # low sun, long shadows
 
 `driver:=perception` (default) steers with the trained CfC network;
 `driver:=expert` steers with the pure-pursuit expert to collect demonstrations.
@@ -18,6 +19,10 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+# liquid_driver.sim.style.LIGHTING_PRESETS, spelled out because importing the
+# simulator here would probe OpenGL backends; test_launch_files.py keeps them equal.
+LIGHTING_PRESETS = ["default", "dusk", "glare", "overcast", "night"]
+
 # Topics the package's nodes use before remapping.
 NODE_CAMERA_TOPIC = "camera/image_raw"
 NODE_CMD_TOPIC = "cmd_vel"
@@ -31,6 +36,10 @@ def declare_arguments() -> list:
             description="Track layout: oval, curvy, tight, chicane, kidney or random:<n>, "
                         "each optionally with :reverse"),
         DeclareLaunchArgument("seed", default_value="0", description="Visual seed for colours and lighting"),
+        DeclareLaunchArgument(
+            "lighting", default_value="default", choices=LIGHTING_PRESETS,
+            description="Lighting preset: default keeps the seed's own, and dusk, glare, overcast "
+                        "and night are lighting that the training seeds never show"),
         DeclareLaunchArgument("camera_rate", default_value="20.0", description="Camera rate in Hz"),
         DeclareLaunchArgument(
             "lockstep", default_value="false",
@@ -104,6 +113,7 @@ def generate_launch_description():
         parameters=[params_file, {
             "layout": LaunchConfiguration("layout"),
             "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
+            "lighting": LaunchConfiguration("lighting"),
             "camera_rate": ParameterValue(LaunchConfiguration("camera_rate"), value_type=float),
             "lockstep": lockstep,
             "min_subscribers": ParameterValue(min_subscribers, value_type=int),

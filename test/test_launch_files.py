@@ -55,6 +55,7 @@ SHARED_ARGUMENTS = {
     "bag": OWN_LAUNCH_FILES,
     "layout": ["sim.launch.py"],
     "seed": ["sim.launch.py"],
+    "lighting": ["sim.launch.py"],
 }
 # Other spellings of the shared names that would split users' muscle memory.
 FORBIDDEN_ARGUMENTS = {"image_topic", "cmd_vel_topic", "command_topic", "model_path", "checkpoint",
@@ -374,3 +375,10 @@ def test_launch_descriptions_load():
         description = source.get_launch_description(launch.LaunchContext())
         loaded = {argument.name for argument in description.get_launch_arguments()}
         assert loaded == set(declared_arguments(parse_launch(LAUNCH_DIR / name)))
+
+
+def test_sim_launch_lighting_choices_match_presets():
+    from liquid_driver.sim.style import LIGHTING_PRESETS
+
+    constants = module_constants(parse_launch(LAUNCH_DIR / "sim.launch.py"))
+    assert tuple(constants["LIGHTING_PRESETS"]) == LIGHTING_PRESETS

@@ -99,6 +99,29 @@ def test_sim_node_lockstep_topics(probe, node_processes):
     assert turned > 0.1, "a positive yaw rate must turn the car left (counter-clockwise)"
 
 
+def test_sim_node_lighting_dusk(probe, node_processes):
+    probe.subscribe(Image, "/camera/image_raw", qos=None)
+    probe.subscribe(DiagnosticArray, "/sim/lane_metrics")
+    node_processes("sim_node", {"layout": "oval", "lighting": "dusk", "lockstep": True,
+                                "min_subscribers": 1, "lockstep_timeout": 30.0})
+
+    image = probe.wait_for_messages("/camera/image_raw")[0]
+    pixels = np.frombuffer(bytes(image.data), dtype=np.uint8)
+    assert pixels.size == 160 * 120 * 3
+    assert pixels.std() > 5.0, "a blank frame"
+    metrics = status_values(probe.wait_for_messages("/sim/lane_metrics")[0], "sim_node: lane keeping")
+    assert metrics["lighting"] == "dusk"
+
+
+def test_sim_node_rejects_unknown_lighting(node_processes):
+    process = node_processes("sim_node", {"layout": "oval", "lighting": "dawn"})
+    code = process.wait(timeout=60.0)
+    assert code not in (None, 0), "sim_node should exit with an error"
+    log = process.log_text()
+    assert "lighting='dawn' is invalid" in log
+    assert "dusk" in log
+
+
 def test_expert_node_answers_odometry(probe, node_processes):
     probe.subscribe(Twist, "/cmd_vel")
     probe.subscribe(String, "/driving_mode")

@@ -4,6 +4,7 @@ These render with MuJoCo's offscreen OpenGL (EGL or OSMesa); a machine with
 neither fails them with RenderingUnavailableError naming the packages to install.
 """
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -15,7 +16,15 @@ import pytest
 
 from liquid_driver.sim import SimConfig, Simulator, make_track
 from liquid_driver.sim import gl
-from liquid_driver.sim.style import MIN_LINE_CONTRAST, SCENERY_CLEARANCE, luminance, visual_style
+import liquid_driver.sim.simulator as simulator_module
+from liquid_driver.sim.style import (
+    LIGHTING_PRESETS,
+    MIN_LINE_CONTRAST,
+    SCENERY_CLEARANCE,
+    luminance,
+    relight,
+    visual_style,
+)
 
 STRAIGHT_PROGRESS = 2.0  # m; the oval's first straight runs from 0 to 5 m.
 
@@ -174,3 +183,113 @@ def test_unset_backend_picks_working_one():
     backend, shape = result.stdout.strip().split(" ", 1)
     assert backend in gl.CANDIDATE_BACKENDS
     assert shape == "(120, 160, 3)"
+
+
+# Lighting presets -----------------------------------------------------------
+
+# Seed 1004 on the curvy layout at the start: the dusk sun is low behind the car,
+# whose shadow then reaches along the road in front of the camera.
+SHADOW_SEED = 1004
+
+
+def render_curvy(seed, lighting, progress=0.0):
+    with Simulator.from_layout("curvy", seed=seed, lighting=lighting) as simulator:
+        simulator.reset(progress=progress)
+        return simulator.render()
+
+
+@pytest.fixture(scope="module")
+def preset_images():
+    return {lighting: render_curvy(SHADOW_SEED, lighting) for lighting in LIGHTING_PRESETS}
+
+
+@pytest.mark.parametrize("lighting", [name for name in LIGHTING_PRESETS if name != "default"])
+def test_lighting_preset_changes_image(preset_images, lighting):
+    image = preset_images[lighting]
+    assert image.shape == (120, 160, 3)
+    assert image.dtype == np.uint8
+    assert image.std() > 5.0, "a blank frame"
+    difference = np.abs(image.astype(float) - preset_images["default"].astype(float)).mean()
+    assert difference > 5.0
+
+
+def test_default_lighting_keeps_seed_style(oval):
+    style = visual_style(1000, oval)
+    assert relight(style, "default") is style
+    with Simulator(oval, seed=1000) as plain, Simulator(oval, seed=1000, lighting="default") as named:
+        assert named.mjcf == plain.mjcf
+        assert named.lighting == "default"
+        np.testing.assert_array_equal(named.render(), plain.render())
+
+
+def test_dusk_darker_than_default(preset_images):
+    assert image_luminance(preset_images["dusk"]).mean() < 0.7 * image_luminance(preset_images["default"]).mean()
+
+
+def test_relight_keeps_colours_and_sun_azimuth(oval):
+    style = visual_style(1000, oval)
+    dusk = relight(style, "dusk")
+    assert dusk.road == style.road
+    assert dusk.scenery == style.scenery
+    assert dusk.shadows
+    assert dusk.light_diffuse < 0.4  # Below every visual seed's range.
+    assert math.asin(-dusk.light_direction[2]) < 0.5  # A sun lower than any visual seed's.
+    azimuth = math.atan2(style.light_direction[1], style.light_direction[0])
+    assert math.atan2(dusk.light_direction[1], dusk.light_direction[0]) == pytest.approx(azimuth)
+
+
+@pytest.mark.parametrize("lighting", ["dawn", "", "Dusk", None])
+def test_relight_rejects_unknown_name(oval, lighting):
+    with pytest.raises(ValueError, match="invalid lighting") as info:
+        relight(visual_style(0, oval), lighting)
+    assert repr(lighting) in str(info.value)
+    assert "dusk" in str(info.value)
+
+
+def test_simulator_rejects_unknown_lighting():
+    with pytest.raises(ValueError, match="'dawn'"):
+        Simulator.from_layout("oval", lighting="dawn")
+
+
+def test_dusk_casts_shadows_on_road(monkeypatch):
+    shadowed = render_curvy(SHADOW_SEED, "dusk")
+    # The same dusk light with shadows off, so only the shadows differ.
+    monkeypatch.setattr(
+        simulator_module, "relight", lambda style, name: dataclasses.replace(relight(style, name), shadows=False)
+    )
+    unshadowed = render_curvy(SHADOW_SEED, "dusk")
+
+    lit = image_luminance(unshadowed)
+    darkening = lit - image_luminance(shadowed)  # (H, W)
+    # Shadows only take light away: nothing gets brighter.
+    assert darkening.min() > -0.01
+    # A large share of the road ahead (the lower half) lies in the car's shadow,
+    # at least 30 % darker. Dusk is dim, so the absolute change is a few grey levels.
+    assert (darkening[60:] > 0.3 * lit[60:]).mean() > 0.2
+    # The sunlit rest of the frame stays as it was.
+    assert (np.abs(darkening) < 0.005).mean() > 0.4
+
+
+def test_night_keeps_lane_lines_visible(oval):
+    with Simulator(oval, seed=0, lighting="night") as simulator:
+        simulator.reset(progress=STRAIGHT_PROGRESS)
+        level = image_luminance(simulator.render())
+        camera, track = simulator.camera, simulator.track
+    u, v = project_to_pixel(camera, 0.9, -0.5 * track.lane_width)  # Right edge line.
+    u_road, v_road = project_to_pixel(camera, 0.9, -0.5 * track.lane_width + 0.15)
+    line = level[int(round(v)) - 1 : int(round(v)) + 2, int(round(u)) - 1 : int(round(u)) + 2].max()
+    road = level[int(round(v_road)), int(round(u_road))]
+    assert road < 0.2, "night should be dark"
+    assert line > road + 0.1
+
+
+def test_flat_layers_cast_no_shadows():
+    with Simulator.from_layout("oval", lighting="dusk") as simulator:
+        model = simulator.model
+        sun = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_LIGHT, "sun")
+        assert model.light_castshadow[sun]
+        if not hasattr(model, "geom_castshadow"):
+            pytest.skip("MuJoCo before 4.0 has no per-geom castshadow")
+        for name in ("ground", "road", "left_edge_line", "centre_line"):
+            assert not model.geom_castshadow[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)], name
+        assert model.geom_castshadow[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "chassis")]

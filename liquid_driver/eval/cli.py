@@ -1,8 +1,8 @@
 """`liquid-driver-eval`: closed-loop evaluation of a checkpoint in the embedded simulator.
 
-Drives the checkpoint over a grid of layouts, visual seeds and image-noise
-levels in lock-step, without ROS, and writes results.csv, results.md,
-results.png and summary.json into the output folder.
+Drives the checkpoint over a grid of layouts, visual seeds, image-noise
+levels and lighting presets in lock-step, without ROS, and writes results.csv,
+results.md, results.png and summary.json into the output folder.
 
 Examples:
 
@@ -10,12 +10,14 @@ Examples:
     liquid-driver-eval --model runs/try2/model.safetensors --out out/eval/try2
     liquid-driver-eval --layouts curvy oval --seeds 0 1000 1001 1002 --laps 3
     liquid-driver-eval --quick                           # one short clean run
+    liquid-driver-eval --lighting default dusk glare     # each run also at dusk and in glare
 
 The default grid holds out what the shipped model never saw in training: the
 `curvy` layout, its reversed direction, a random layout that is not among the
 training layouts, and visual seeds from 1000 on (training used seeds 1-24).
 Each combination runs clean and with Gaussian pixel noise of variance 0.1, 0.2
-and 0.3 (pixels scaled to [0, 1]).
+and 0.3 (pixels scaled to [0, 1]), under each seed's own lighting unless
+--lighting names presets (see liquid_driver.sim.style.LIGHTING_PRESETS).
 
 Exit status: 0 when every run finished, 2 on a usage error.
 """
@@ -33,6 +35,7 @@ from typing import Sequence
 from liquid_driver.help_format import DefaultsHelpFormatter
 from liquid_driver.eval.core import EvalSettings, build_conditions, drive_run
 from liquid_driver.eval.report import write_report
+from liquid_driver.sim.style import LIGHTING_PRESETS
 
 __all__ = ["DEFAULT_LAYOUTS", "DEFAULT_NOISE_VARIANCES", "DEFAULT_SEEDS", "build_parser", "main"]
 
@@ -59,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = EvalSettings()
     parser = argparse.ArgumentParser(
         prog="liquid-driver-eval",
-        description="Drive a checkpoint in the embedded simulator over layouts, visual seeds and "
-        "image-noise levels, and report lane keeping and interventions per km.",
+        description="Drive a checkpoint in the embedded simulator over layouts, visual seeds, "
+        "image-noise levels and lighting presets, and report lane keeping and interventions per km.",
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model", help="checkpoint to evaluate (default: the shipped model)")
@@ -73,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", nargs="+", type=float, default=list(DEFAULT_NOISE_VARIANCES),
                         metavar="VARIANCE",
                         help="Gaussian pixel-noise variances, pixels scaled to [0, 1]; 0 is clean")
+    parser.add_argument("--lighting", nargs="+", choices=LIGHTING_PRESETS, default=["default"],
+                        metavar="NAME",
+                        help="lighting presets, one run per name: "
+                        f"{', '.join(LIGHTING_PRESETS[1:])} are lighting that the training seeds never "
+                        "show (default: default, each seed's own lighting)")
     parser.add_argument("--laps", type=float, default=DEFAULT_LAPS,
                         help="laps to drive per run; fractions allowed")
     parser.add_argument("--speed", type=float, default=defaults.speed, help="forward speed, m/s")
@@ -115,7 +123,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         time_budget_factor=args.time_budget_factor,
         noise_seed=args.noise_seed,
     )
-    conditions = build_conditions(args.layouts, args.seeds, args.noise)
+    conditions = build_conditions(args.layouts, args.seeds, args.noise, args.lighting)
     runner = PolicyRunner(model, threads=args.threads)
     logger.info("Evaluating %s on %d runs", runner.description, len(conditions))
 
@@ -128,6 +136,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         results.append(result)
         if args.path_plots:
             name = f"{condition.layout}_seed{condition.seed}_noise{condition.noise_variance:g}"
+            if condition.lighting != "default":
+                name += f"_{condition.lighting}"
             plot_drive(
                 make_track(condition.layout),
                 result.path,

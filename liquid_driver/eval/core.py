@@ -58,11 +58,15 @@ class Condition:
     layout: str  # make_track name, e.g. "curvy" or "random:1001:reverse"
     seed: int  # visual seed: colours, lighting and scenery
     noise_variance: float = 0.0  # variance of the Gaussian pixel noise, pixels scaled to [0, 1]
+    lighting: str = "default"  # name in liquid_driver.sim.style.LIGHTING_PRESETS; "default" is the seed's own
 
     @property
     def label(self) -> str:
         """Short name for tables and logs."""
-        return f"{self.layout} seed {self.seed} noise {self.noise_variance:g}"
+        label = f"{self.layout} seed {self.seed} noise {self.noise_variance:g}"
+        if self.lighting != "default":
+            label += f" lighting {self.lighting}"
+        return label
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class RunResult:
     layout: str
     seed: int
     noise_variance: float
+    lighting: str  # lighting preset, "default" for the seed's own
     laps_requested: float
     laps_completed: int
     laps_driven: float  # fraction of laps along the track, for runs shorter than a lap
@@ -159,16 +164,21 @@ def add_gaussian_noise(rgb: np.ndarray, variance: float, rng: np.random.Generato
 
 
 def build_conditions(
-    layouts: Iterable[str], seeds: Iterable[int], noise_variances: Iterable[float]
+    layouts: Iterable[str],
+    seeds: Iterable[int],
+    noise_variances: Iterable[float],
+    lightings: Iterable[str] = ("default",),
 ) -> list[Condition]:
-    """Return every combination of layout, visual seed and noise variance, in that nesting order."""
+    """Return every combination of layout, visual seed, noise variance and lighting, in that nesting order."""
     seeds = list(seeds)
     noise_variances = list(noise_variances)
+    lightings = list(lightings)
     return [
-        Condition(layout, seed, float(variance))
+        Condition(layout, seed, float(variance), lighting)
         for layout in layouts
         for seed in seeds
         for variance in noise_variances
+        for lighting in lightings
     ]
 
 
@@ -192,12 +202,16 @@ class _Progress:
         self.previous = progress
 
 
+def _default_simulator(layout: str, seed: int, lighting: str) -> Simulator:
+    return Simulator.from_layout(layout, seed=seed, lighting=lighting)
+
+
 def drive_run(
     policy: Policy,
     condition: Condition,
     settings: EvalSettings,
     *,
-    simulator_factory: Callable[[str, int], Simulator] | None = None,
+    simulator_factory: Callable[[str, int, str], Simulator] | None = None,
     record_path: bool = True,
 ) -> RunResult:
     """Drive one run of `condition` with `policy` and return its figures.
@@ -207,15 +221,16 @@ def drive_run(
 
     Args:
         policy: Object with `predict(rgb, stamp)` and `reset()`, such as `PolicyRunner`.
-        condition: Layout, visual seed and noise variance.
+        condition: Layout, visual seed, noise variance and lighting.
         settings: Speed, laps and intervention settings.
-        simulator_factory: Builds the simulator from (layout, seed);
+        simulator_factory: Builds the simulator from (layout, seed, lighting);
             `Simulator.from_layout` when None.
         record_path: Keep the driven (x, y) path for plots.
     """
-    factory = simulator_factory or (lambda layout, seed: Simulator.from_layout(layout, seed=seed))
-    sim = factory(condition.layout, condition.seed)
+    factory = simulator_factory or _default_simulator
+    sim = factory(condition.layout, condition.seed, condition.lighting)
     # One independent noise stream per run, reproducible from the settings and the condition.
+    # Runs that differ only in lighting get the same noise, so lightings compare on equal terms.
     noise_rng = np.random.default_rng(
         [settings.noise_seed, condition.seed, int(round(condition.noise_variance * 1e6))]
     )
@@ -302,6 +317,7 @@ def _drive(
         layout=condition.layout,
         seed=condition.seed,
         noise_variance=condition.noise_variance,
+        lighting=condition.lighting,
         laps_requested=settings.laps,
         laps_completed=laps_completed,
         laps_driven=progress.total / track.length,

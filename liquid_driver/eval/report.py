@@ -1,4 +1,9 @@
-"""Tables (CSV and Markdown) and plots of an evaluation's runs."""
+"""Tables (CSV and Markdown) and plots of an evaluation's runs.
+
+The CSV and summary.json always carry each run's lighting preset. The Markdown
+tables and the plot legend name the lighting only when some run used a preset
+other than "default", so a default-only evaluation reads as before.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ CSV_COLUMNS = (
     "layout",
     "seed",
     "noise_variance",
+    "lighting",
     "laps_requested",
     "laps_completed",
     "laps_driven",
@@ -55,17 +61,25 @@ def write_csv(path: Path, results: Sequence[RunResult]) -> None:
             writer.writerow({key: row[key] for key in CSV_COLUMNS})
 
 
+def _shows_lighting(results: Sequence[RunResult]) -> bool:
+    """Return True when some run used a preset other than "default", so tables need a lighting column."""
+    return any(result.lighting != "default" for result in results)
+
+
 def markdown_table(results: Sequence[RunResult]) -> str:
     """Return one Markdown table row per run, cross-track errors in cm."""
+    show_lighting = _shows_lighting(results)
     lines = [
-        "| layout | visual seed | noise variance | laps | mean abs CTE (cm) | max abs CTE (cm) "
-        "| off-track events | interventions | interventions/km |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| layout | visual seed | noise variance | " + ("lighting | " if show_lighting else "")
+        + "laps | mean abs CTE (cm) | max abs CTE (cm) | off-track events | interventions | interventions/km |",
+        "| --- | ---: | ---: | " + ("--- | " if show_lighting else "")
+        + "---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
         laps = f"{result.laps_driven:.2f}" if result.completed else f"{result.laps_driven:.2f} (timed out)"
+        lighting_cell = f"| {result.lighting} " if show_lighting else ""
         lines.append(
-            f"| {result.layout} | {result.seed} | {result.noise_variance:g} | {laps} "
+            f"| {result.layout} | {result.seed} | {result.noise_variance:g} {lighting_cell}| {laps} "
             f"| {100.0 * result.mean_abs_cross_track_error:.1f} "
             f"| {100.0 * result.max_abs_cross_track_error:.1f} "
             f"| {result.off_track_events} | {result.interventions} "
@@ -75,14 +89,24 @@ def markdown_table(results: Sequence[RunResult]) -> str:
 
 
 def summary_by_noise(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """Aggregate the runs per noise variance: totals and distance-weighted rates."""
+    """Aggregate the runs per lighting and noise variance: totals and distance-weighted rates.
+
+    Lightings keep the order of their first run, and variances ascend within each.
+    """
     rows = []
-    for variance in sorted({result.noise_variance for result in results}):
-        group = [result for result in results if result.noise_variance == variance]
+    lightings = list(dict.fromkeys(result.lighting for result in results))
+    groups = [
+        (lighting, variance)
+        for lighting in lightings
+        for variance in sorted({result.noise_variance for result in results if result.lighting == lighting})
+    ]
+    for lighting, variance in groups:
+        group = [result for result in results if (result.lighting, result.noise_variance) == (lighting, variance)]
         distance = sum(result.distance for result in group)
         frames = sum(result.frames for result in group)
         interventions = sum(result.interventions for result in group)
         rows.append({
+            "lighting": lighting,
             "noise_variance": variance,
             "runs": len(group),
             "runs_without_intervention": sum(1 for result in group if result.interventions == 0),
@@ -97,15 +121,16 @@ def summary_by_noise(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
+def _summary_markdown(rows: Sequence[dict[str, Any]], show_lighting: bool) -> str:
     lines = [
-        "| noise variance | runs | runs without intervention | km driven | mean abs CTE (cm) "
-        "| max abs CTE (cm) | off-track events | interventions/km |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| " + ("lighting | " if show_lighting else "") + "noise variance | runs | runs without intervention "
+        "| km driven | mean abs CTE (cm) | max abs CTE (cm) | off-track events | interventions/km |",
+        "| " + ("--- | " if show_lighting else "") + "---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
+        lighting_cell = f"| {row['lighting']} " if show_lighting else ""
         lines.append(
-            f"| {row['noise_variance']:g} | {row['runs']} | {row['runs_without_intervention']} "
+            f"{lighting_cell}| {row['noise_variance']:g} | {row['runs']} | {row['runs_without_intervention']} "
             f"| {row['distance'] / 1000.0:.2f} | {100.0 * row['mean_abs_cross_track_error']:.1f} "
             f"| {100.0 * row['max_abs_cross_track_error']:.1f} | {row['off_track_events']} "
             f"| {_format_rate(row['interventions_per_km'])} |"
@@ -120,20 +145,22 @@ def _format_rate(value: float) -> str:
 def plot_results(path: Path, results: Sequence[RunResult], title: str) -> None:
     """Plot mean |cross-track error| and interventions per km against the noise variance.
 
-    One line per (layout, visual seed), so held-out layouts and seeds can be
-    compared with each other at every noise level.
+    One line per (layout, visual seed, lighting), so held-out layouts, seeds
+    and lightings can be compared with each other at every noise level.
     """
     figure = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(figure)
     error_axes, intervention_axes = figure.subplots(1, 2)
-    keys = sorted({(result.layout, result.seed) for result in results})
-    for layout, seed in keys:
+    show_lighting = _shows_lighting(results)
+    keys = sorted({(result.layout, result.seed, result.lighting) for result in results})
+    for layout, seed, lighting in keys:
         runs = sorted(
-            (result for result in results if (result.layout, result.seed) == (layout, seed)),
+            (result for result in results
+             if (result.layout, result.seed, result.lighting) == (layout, seed, lighting)),
             key=lambda result: result.noise_variance,
         )
         variances = [result.noise_variance for result in runs]
-        label = f"{layout}, seed {seed}"
+        label = f"{layout}, seed {seed}" + (f", {lighting}" if show_lighting else "")
         error_axes.plot(variances, [100.0 * r.mean_abs_cross_track_error for r in runs], "o-", label=label)
         rates = [r.interventions_per_km if math.isfinite(r.interventions_per_km) else np.nan for r in runs]
         intervention_axes.plot(variances, rates, "o-", label=label)
@@ -164,14 +191,15 @@ def write_report(out: Path, results: Sequence[RunResult], metadata: dict[str, An
     }
     write_csv(paths["csv"], results)
     by_noise = summary_by_noise(results)
+    show_lighting = _shows_lighting(results)
     title = f"Closed-loop evaluation of {metadata.get('model', 'the policy')}"
     document = (
         f"# {title}\n\n"
         f"Command: `{metadata.get('command', '')}`\n\n"
         f"Speed {metadata.get('speed')} m/s, {metadata.get('laps')} laps per run, intervention when "
         f"|cross-track error| exceeds {metadata.get('intervention_limit')} m.\n\n"
-        "## Per noise variance\n\n"
-        f"{_summary_markdown(by_noise)}\n"
+        f"## {'Per lighting and noise variance' if show_lighting else 'Per noise variance'}\n\n"
+        f"{_summary_markdown(by_noise, show_lighting)}\n"
         "## Per run\n\n"
         f"{markdown_table(results)}"
     )

@@ -35,6 +35,7 @@ from liquid_driver.sim import (
     Simulator,
     steering_from_twist,
 )
+from liquid_driver.sim.style import LIGHTING_PRESETS
 
 # Commands older than this stop the car in real-time mode: a driver that went
 # silent must not leave the car running on its last command.
@@ -56,12 +57,18 @@ class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
         self.shutting_down = False
+        self.sim = None  # None until built, so destroy_node can tell that __init__ failed.
 
         self.layout = declare_parameter(
             self, "layout", "oval", "Track layout name (oval, curvy, tight, ...) or random:<seed>",
             read_only=True)
         self.seed = declare_parameter(
             self, "seed", 0, "Visual seed for colours and lighting", read_only=True)
+        self.lighting = declare_parameter(
+            self, "lighting", "default",
+            "Lighting preset: default keeps the visual seed's own lighting, and the others are "
+            "lighting that the training seeds never show", read_only=True,
+            additional_constraints=f"one of: {', '.join(LIGHTING_PRESETS)}")
         self.camera_rate = declare_parameter(
             self, "camera_rate", 20.0, "Camera frame rate in Hz (also the control period)",
             read_only=True, min_value=1.0, max_value=200.0)
@@ -102,9 +109,16 @@ class SimNode(Node):
             self, "camera_height", 120, "Camera image height in px", read_only=True,
             min_value=16, max_value=4096)
 
+        if self.lighting not in LIGHTING_PRESETS:
+            message = (f"lighting={self.lighting!r} is invalid; expected one of "
+                       f"{', '.join(LIGHTING_PRESETS)}")
+            self.get_logger().error(f"Cannot start: {message}")
+            raise ValueError(message)
+
         self.period = 1.0 / self.camera_rate  # s
         self.sim = Simulator.from_layout(
-            self.layout, seed=self.seed, config=SimConfig(camera_width=width, camera_height=height))
+            self.layout, seed=self.seed, config=SimConfig(camera_width=width, camera_height=height),
+            lighting=self.lighting)
         self.sim.reset(progress=self.start_progress)
         self.stats = DriveStats()
 
@@ -136,8 +150,8 @@ class SimNode(Node):
 
         mode = "lock-step" if self.lockstep else "real-time"
         self.get_logger().info(
-            f"Simulating layout '{self.layout}' (visual seed {self.seed}, track length "
-            f"{self.sim.track.length:.1f} m) at {self.camera_rate:.1f} Hz in {mode} mode")
+            f"Simulating layout '{self.layout}' (visual seed {self.seed}, lighting {self.lighting}, "
+            f"track length {self.sim.track.length:.1f} m) at {self.camera_rate:.1f} Hz in {mode} mode")
 
     # Callbacks -------------------------------------------------------------
 
@@ -299,6 +313,7 @@ class SimNode(Node):
             "off_track_events": str(lane.off_track_events),
             "layout": self.layout,
             "seed": str(self.seed),
+            "lighting": self.lighting,
         }
         status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
         array = DiagnosticArray()
@@ -308,7 +323,7 @@ class SimNode(Node):
 
     def destroy_node(self):
         # Kilted's context shutdown destroys tracked nodes, and main() does too.
-        if not self.shutting_down:
+        if not self.shutting_down and self.sim is not None:
             self.shutting_down = True
             self.get_logger().info(f"Shutting down: {self.stats.summary().format()}")
             self.sim.close()

@@ -39,10 +39,12 @@ from liquid_driver.sim.scene import (
     CAMERA_NAME,
     DRIVE_ACTUATORS,
     FREE_JOINT,
+    GROUND_GEOM,
+    ROAD_MESHES,
     STEER_ACTUATORS,
     build_mjcf,
 )
-from liquid_driver.sim.style import VisualStyle, visual_style
+from liquid_driver.sim.style import VisualStyle, relight, visual_style
 from liquid_driver.sim.track import Track
 
 logger = logging.getLogger(__name__)
@@ -132,6 +134,20 @@ def _require_finite(**values: float) -> None:
             raise ValueError(f"{name} must be finite, got {value}")
 
 
+def _stop_flat_geoms_casting_shadows(model: mujoco.MjModel) -> None:
+    """Keep the ground, the road and its markings from shadowing one another.
+
+    These layers lie 2 mm apart, so with shadow mapping the markings would
+    throw dark fringes onto the road beside them, a texel wide or more.
+    """
+    if not hasattr(model, "geom_castshadow"):
+        # NOTE: MuJoCo before 4.0 has no per-geom castshadow, so there the
+        # fringes stay: thin dark strips on the far side of the lines from the sun.
+        return
+    for name in (GROUND_GEOM, *ROAD_MESHES):
+        model.geom_castshadow[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)] = False
+
+
 class Simulator:
     """A car on a track in MuJoCo: commands in, poses, metrics and images out.
 
@@ -139,15 +155,25 @@ class Simulator:
         track: Track to drive on.
         seed: Visual seed for colours, lighting and scenery (0 is neutral).
         config: Car, camera and physics settings.
+        lighting: Lighting preset from :data:`~liquid_driver.sim.style.LIGHTING_PRESETS`
+            in place of the seed's own; "default" keeps the seed's lighting.
+
+    Raises:
+        ValueError: If ``seed`` or ``lighting`` is invalid.
     """
 
-    def __init__(self, track: Track, seed: int = 0, config: Optional[SimConfig] = None):
+    def __init__(
+        self, track: Track, seed: int = 0, config: Optional[SimConfig] = None, lighting: str = "default"
+    ):
         self.config = config if config is not None else SimConfig()
         self.track = track
         self.seed = seed
-        self.style: VisualStyle = visual_style(seed, track)
+        self.lighting = lighting
+        self.style: VisualStyle = relight(visual_style(seed, track), lighting)
         self.mjcf = build_mjcf(track, self.config, self.style)
         self.model = mujoco.MjModel.from_xml_string(self.mjcf)
+        if self.style.shadows:
+            _stop_flat_geoms_casting_shadows(self.model)
         self.data = mujoco.MjData(self.model)
         self.camera = camera_intrinsics(self.config)
 
@@ -164,19 +190,24 @@ class Simulator:
         self.command: Tuple[float, float] = (0.0, 0.0)
         self.reset()
         logger.debug(
-            "built simulator for track %r (%.1f m, seed %d): %d geoms, timestep %s s",
-            track.name, track.length, seed, model.ngeom, self.config.timestep,
+            "built simulator for track %r (%.1f m, seed %d, lighting %s): %d geoms, timestep %s s",
+            track.name, track.length, seed, lighting, model.ngeom, self.config.timestep,
         )
 
     @classmethod
     def from_layout(
-        cls, layout: str, seed: int = 0, config: Optional[SimConfig] = None, **track_kwargs
+        cls,
+        layout: str,
+        seed: int = 0,
+        config: Optional[SimConfig] = None,
+        lighting: str = "default",
+        **track_kwargs,
     ) -> "Simulator":
         """Build a simulator on a named layout or ``"random:<int>"``.
 
         ``track_kwargs`` go to :meth:`Track.from_points`, for example ``lane_width``.
         """
-        return cls(make_track(layout, **track_kwargs), seed=seed, config=config)
+        return cls(make_track(layout, **track_kwargs), seed=seed, config=config, lighting=lighting)
 
     # ------------------------------------------------------------------
     # State
@@ -340,7 +371,8 @@ class Simulator:
         except Exception as error:  # MuJoCo raises several types for a missing GL.
             raise gl.RenderingUnavailableError(gl.rendering_unavailable_message(error)) from error
         renderer.scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = self.style.fog
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        # The model has a shadow map only when the style has shadows on.
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.style.shadows
         renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         return renderer
 

@@ -72,6 +72,11 @@ class VisualStyle:
     fog_end: float  # Distance where haze hides everything, m.
     chassis: Colour
     scenery: Tuple[SceneryObject, ...]
+    # Lighting presets change the fields below, and visual seeds keep their defaults.
+    # RGB tint of the sun, whose diffuse light is light_diffuse * light_colour.
+    light_colour: Colour = (1.0, 1.0, 1.0)
+    shadows: bool = False  # Whether the sun casts shadows.
+    headlight_diffuse: float = 0.1  # Grey level of the camera headlight's diffuse light, [0, 1].
 
 
 def luminance(colour: Sequence[float]) -> float:
@@ -193,4 +198,90 @@ def visual_style(seed: int, track: Track) -> VisualStyle:
         fog_end=fog_start + float(rng.uniform(6.0, 25.0)),
         chassis=_colour(rng.uniform(0.0, 1.0, 3)),
         scenery=_place_scenery(track, rng, int(rng.integers(0, MAX_SCENERY_OBJECTS + 1)), neutral=False),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LightingPreset:
+    """Lighting that :func:`relight` puts in place of a visual seed's own.
+
+    Attributes:
+        elevation: Sun height above the horizon, rad. The sun keeps the seed's
+            azimuth, so the shadows of one seed fall the same way in every preset.
+        diffuse: Grey level of the sun's diffuse light.
+        ambient: Grey level of the ambient light.
+        colour: RGB tint of the sun's diffuse light.
+        shadows: Whether the sun casts shadows.
+        headlight_diffuse: Grey level of the camera headlight's diffuse light.
+    """
+
+    elevation: float
+    diffuse: float
+    ambient: float
+    colour: Colour
+    shadows: bool
+    headlight_diffuse: float = 0.1
+
+
+# Lighting outside what the visual seeds draw, for testing a model trained on
+# seeds 1-24. Those seeds draw a white sun 0.5-1.45 rad above the horizon,
+# light_diffuse in [0.4, 0.9], light_ambient in [0.2, 0.5] and no shadows.
+# "default" keeps the seed's own lighting.
+_PRESETS = {
+    # Low, orange and dim: the sun is 0.16 rad up (training: >= 0.5), diffuse
+    # 0.35 and ambient 0.12 are both below the training ranges, and the long
+    # shadows of the scenery and of the car reach across the road.
+    "dusk": LightingPreset(elevation=0.16, diffuse=0.35, ambient=0.12, colour=(1.0, 0.6, 0.3), shadows=True),
+    # Washed out: diffuse 1.0 and ambient 0.75 (training: <= 0.9 and <= 0.5)
+    # saturate the bright colours, and a high sun casts short, hard shadows.
+    "glare": LightingPreset(elevation=1.35, diffuse=1.0, ambient=0.75, colour=(1.0, 1.0, 1.0), shadows=True),
+    # Flat and shadowless: a sun hidden by clouds gives diffuse 0.15 (training:
+    # >= 0.4) and the sky gives ambient 0.65 (training: <= 0.5), with a cool tint.
+    "overcast": LightingPreset(
+        elevation=1.2, diffuse=0.15, ambient=0.65, colour=(0.9, 0.95, 1.0), shadows=False
+    ),
+    # Dark: ambient 0.05 and a faint blue moon of diffuse 0.1, with the
+    # camera headlight's diffuse raised from 0.1 to 0.6 so that the lane lines
+    # stay visible.
+    "night": LightingPreset(
+        elevation=0.8, diffuse=0.1, ambient=0.05, colour=(0.7, 0.8, 1.0), shadows=False, headlight_diffuse=0.6
+    ),
+}
+LIGHTING_PRESETS: Tuple[str, ...] = ("default",) + tuple(_PRESETS)
+
+
+def relight(style: VisualStyle, lighting: str) -> VisualStyle:
+    """Apply a lighting preset to a visual style.
+
+    Colours, haze and scenery stay as they are. "default" returns ``style``
+    unchanged. Every other preset replaces the sun's height, levels and tint,
+    the shadows and the headlight, and keeps the sun's azimuth.
+
+    Args:
+        style: Style of a visual seed, from :func:`visual_style`.
+        lighting: One of :data:`LIGHTING_PRESETS`.
+
+    Raises:
+        ValueError: If ``lighting`` is not one of :data:`LIGHTING_PRESETS`.
+    """
+    if not isinstance(lighting, str) or lighting not in LIGHTING_PRESETS:
+        raise ValueError(f"invalid lighting {lighting!r}; expected one of: {', '.join(LIGHTING_PRESETS)}")
+    if lighting == "default":
+        return style
+    preset = _PRESETS[lighting]
+    # light_direction is where the light travels, so the sun lies along -direction.
+    x, y, _ = style.light_direction
+    azimuth = math.atan2(-y, -x) if math.hypot(x, y) > 1e-9 else 0.0
+    elevation = preset.elevation
+    direction = _unit(
+        (-math.cos(elevation) * math.cos(azimuth), -math.cos(elevation) * math.sin(azimuth), -math.sin(elevation))
+    )
+    return dataclasses.replace(
+        style,
+        light_direction=direction,
+        light_diffuse=preset.diffuse,
+        light_ambient=preset.ambient,
+        light_colour=preset.colour,
+        shadows=preset.shadows,
+        headlight_diffuse=preset.headlight_diffuse,
     )
