@@ -15,7 +15,7 @@ DEMO_LAPS ?= 2
 JAZZY_VENV := .venv-jazzy
 JAZZY_STAMP := $(JAZZY_VENV)/.setup-done
 
-.PHONY: setup lint test test-jazzy demo model eval bench clean
+.PHONY: setup lint test test-jazzy demo model eval compare compare-quick bench clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,15 @@ model: $(STAMP)
 # Closed-loop evaluation of the shipped model on held-out layouts, seeds and noise.
 eval: $(STAMP)
 	$(VENV)/bin/liquid-driver-eval --model models/lane_keeper.safetensors --out out/eval
+
+# NCP against its baselines: trains 6 controllers x 3 seeds and writes docs/liquid-vs-baselines.md
+# (about an hour on 2 cores). It records the demonstrations first when data/demos is empty.
+compare: $(STAMP)
+	$(VENV)/bin/liquid-driver-compare
+
+# The same pipeline with 1 seed, 1 epoch and short drives, into out/compare-quick (a few minutes).
+compare-quick: $(STAMP)
+	$(VENV)/bin/liquid-driver-compare --quick
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_model.py

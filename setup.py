@@ -50,6 +50,8 @@ setup(
             "liquid-driver-demo = liquid_driver.tools.demo:main",
             "liquid-driver-export = liquid_driver.model.export:main",
             "liquid-driver-eval = liquid_driver.eval.cli:main",
+            "liquid-driver-saliency = liquid_driver.tools.saliency:main",
+            "liquid-driver-compare = liquid_driver.compare.cli:main",
         ],
     },
 )

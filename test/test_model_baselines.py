@@ -179,3 +179,22 @@ def test_trainer_fits_baseline(cell, bar_bags, tmp_path, monkeypatch):
     demonstrated = episodes[0].curvature
     constant_error = np.mean(np.abs(demonstrated - demonstrated.mean()))
     assert np.mean(np.abs(predicted - demonstrated)) < 0.6 * constant_error
+
+
+@pytest.mark.parametrize("cell,units,state_size", [("lstm", 64, 128), ("feedforward", 19, 0)])
+def test_runner_debug_and_saliency(cell, units, state_size, tmp_path):
+    from liquid_driver.inference import PolicyRunner
+
+    path = tmp_path / f"{cell}.safetensors"
+    save_checkpoint(path, make_policy(cell, units))
+    runner = PolicyRunner(path)
+    assert cell in runner.description
+    rgb = np.random.default_rng(0).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    first = runner.predict(rgb, 10.0, debug=True, saliency=True)
+    second = runner.predict(rgb, 10.05, debug=True, saliency=True)
+    assert np.isfinite(second.curvature)
+    assert second.neuron_states.shape == (state_size,)
+    assert second.saliency.shape == (48, 128)
+    assert 0.0 <= second.saliency.min() and second.saliency.max() <= 1.0
+    if cell == "feedforward":
+        assert second.curvature == pytest.approx(first.curvature, abs=1e-6)

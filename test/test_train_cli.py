@@ -187,7 +187,7 @@ def test_cli_defaults_match_config():
     "arguments",
     [
         ["--cnn-channels", "8,x"],
-        ["--cell", "lstm"],
+        ["--cell", "gru"],
         ["--input-height", "0"],
         ["--burn-in", "16"],
         ["--val-fraction", "1.5"],
