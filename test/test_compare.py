@@ -215,3 +215,12 @@ def test_interpretability_section(comparison, tmp_path):
         values = [float(cell) for cell in row.strip("|").split("|")[1:]]
         assert len(values) == 3
         assert all(-1.0 <= value <= 1.0 for value in values)
+
+
+def test_report_lists_notes(comparison, tmp_path):
+    settings, records, _ = comparison
+    metadata = {"command": "test", "machine": "test", "wall_time_s": 60.0, "notes": ["other jobs shared the CPU"]}
+    paths = write_outputs(records, settings, tmp_path / "noted.md", metadata)
+    text = paths["doc"].read_text()
+    assert "- Note: other jobs shared the CPU" in text
+    assert "wall time 1.0 min" in text

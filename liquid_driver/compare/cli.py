@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the finished jobs without training or driving")
     parser.add_argument("--fresh", action="store_true", help="redo every job, ignoring earlier records")
+    parser.add_argument("--note", action="append", default=[], metavar="TEXT",
+                        help="a remark on the run's conditions for the report, such as other load on the "
+                        "machine; repeat for several")
     parser.add_argument("--no-interpret", action="store_true",
                         help="leave out saliency, neuron traces and wiring plots")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -219,7 +222,12 @@ def run(settings: CompareSettings, doc: Path, command: str, args: argparse.Names
         "wall_time_s": time.monotonic() - started,
     }
     if args.report_only:
-        metadata["wall_time_s"] = _previous_wall_time(doc, metadata["wall_time_s"])
+        # The figures come from the earlier run, so the report keeps its command, date, machine and time.
+        previous = _previous_metadata(doc)
+        metadata.update({key: previous[key] for key in ("command", "machine", "date", "wall_time_s") if key in previous})
+        if not args.note:
+            args.note = list(previous.get("notes", []))
+    metadata["notes"] = list(args.note)
     paths = write_outputs(records, settings, doc, metadata, interpretability)
     print(f"Wrote {paths['doc']} and its files in {paths['summary'].parent} "
           f"({metadata['wall_time_s'] / 60.0:.1f} min)")
@@ -227,15 +235,16 @@ def run(settings: CompareSettings, doc: Path, command: str, args: argparse.Names
     return _EXIT_FAILED if failed else 0
 
 
-def _previous_wall_time(doc: Path, fallback: float) -> float:
-    """Return the wall time of the run that produced ``doc``'s summary.json, so a rebuilt report keeps it."""
+def _previous_metadata(doc: Path) -> dict:
+    """Return the metadata of the run that wrote ``doc``'s summary.json, or {} when there is none."""
     import json
 
     try:
         summary = json.loads((doc.parent / doc.stem / "summary.json").read_text(encoding="utf-8"))
-        return float(summary["metadata"]["wall_time_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return fallback
+    except (OSError, ValueError):
+        return {}
+    metadata = summary.get("metadata") if isinstance(summary, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ import numpy as np
 from liquid_driver.compare.run import CompareSettings, ModelRecord
 from liquid_driver.compare.variants import REFERENCE, Variant, variant_by_name
 
+# The NCPs whose wins and losses against every other model the report lists.
+NCP_REFERENCES = (REFERENCE, "ncp_ltc")
+
 __all__ = ["Column", "Summary", "condition_columns", "summarise", "verdict", "write_outputs"]
 
 
@@ -93,7 +96,7 @@ CLOSED_LOOP_METRICS: dict[str, tuple[str, Callable[[list[dict[str, Any]]], float
     # name: (title, figure of one model, digits, lower is better)
     "interventions_per_km": ("Interventions per km", _interventions_per_km, 1, True),
     "mean_cte_cm": ("Mean absolute cross-track error, cm", _mean_cte_cm, 1, True),
-    "clean_laps": ("Laps without intervention, %", _clean_lap_percent, 0, False),
+    "clean_laps": ("Laps completed without intervention, %", _clean_lap_percent, 0, False),
 }
 
 
@@ -236,8 +239,10 @@ def glance_table(records: Sequence[ModelRecord], settings: CompareSettings) -> l
     return _markdown_table(header, [row for _, row in rows])
 
 
-def verdict_rows(records: Sequence[ModelRecord], settings: CompareSettings) -> tuple[list[str], list[list[str]]]:
-    """Return the header and rows of the verdict table: the reference against each other variant."""
+def verdict_rows(
+    records: Sequence[ModelRecord], settings: CompareSettings, reference_name: str = REFERENCE
+) -> tuple[list[str], list[list[str]]]:
+    """Return the header and rows of the verdict table: ``reference_name`` against each other variant."""
     checks: list[tuple[str, Callable[[ModelRecord], float | None], bool]] = [
         ("validation MAE", training_figure("val_mae"), True),
     ]
@@ -251,27 +256,28 @@ def verdict_rows(records: Sequence[ModelRecord], settings: CompareSettings) -> t
         clean = Column(group, 0.0, "default")
         if 0.0 in settings.noise_variances:
             checks.append((f"{prefix}, clean: mean cross-track error", closed_loop_figure("mean_cte_cm", clean), True))
-    header = ["Check"] + [variant.label for variant in _variants(records) if variant.name != REFERENCE]
+    others = [variant for variant in _variants(records) if variant.name != reference_name]
+    header = ["Check"] + [variant.label for variant in others]
     rows = []
     for name, figure, lower in checks:
-        reference = summarise(records, REFERENCE, figure)
+        reference = summarise(records, reference_name, figure)
         row = [name]
-        for variant in _variants(records):
-            if variant.name != REFERENCE:
+        for variant in others:
+            if variant.name != reference_name:
                 row.append(verdict(reference, summarise(records, variant.name, figure), lower))
         rows.append(row)
     return header, rows
 
 
-def verdict_sentences(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Return one plain sentence per baseline counting the reference's wins, ties and losses."""
+def verdict_sentences(reference_label: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Return one plain sentence per other variant counting the reference's wins, ties and losses."""
     sentences = []
     for index, label in enumerate(header[1:], start=1):
         outcomes = [row[index] for row in rows]
         counts = {word: outcomes.count(word) for word in ("win", "tie", "loss")}
         won = [row[0] for row in rows if row[index] == "win"]
         lost = [row[0] for row in rows if row[index] == "loss"]
-        sentence = (f"- Against {label}, the NCP CfC wins {counts['win']}, ties {counts['tie']} and loses "
+        sentence = (f"- Against {label}, the {reference_label} wins {counts['win']}, ties {counts['tie']} and loses "
                     f"{counts['loss']} of {len(outcomes)} checks.")
         if won:
             sentence += " Wins: " + "; ".join(won) + "."
@@ -428,10 +434,14 @@ def write_outputs(
         f"{', '.join(settings.held_out_layouts) or 'none'}, with visual seed {settings.visual_seed} "
         "(colours, sun and scenery unlike any demonstration). Noise is Gaussian pixel noise of the given "
         "variance on pixels scaled to [0, 1]. The lighting columns drive without noise.",
+        *[f"- Note: {note}" for note in metadata.get("notes", [])],
         "",
         "Each cell is the mean ± standard deviation over seeds of one figure per model. An intervention is "
         "counted when the car's |cross-track error| passes half the lane width plus 0.1 m; the car is then "
-        "put back on the lane 1 m further on and its recurrent state is reset.",
+        "put back on the lane 1 m further on and its recurrent state is reset. Laps completed counts the "
+        "runs that drove their laps within the time limit without any intervention. Training times come "
+        f"from {settings.jobs} jobs running side by side, one torch thread each, so they compare the models "
+        "with one another rather than measure a dedicated machine.",
         "",
         "## At a glance",
         "",
@@ -439,6 +449,11 @@ def write_outputs(
         "held-out layouts (lower is better). The sections below break this down.",
         "",
         *glance_table(records, settings),
+        "",
+        f"The models here train for {settings.epochs} epochs so that the whole comparison fits in about "
+        "an hour. The shipped model is an NCP CfC trained for 20 epochs"
+        + (", with its own closed-loop results in [model.md](model.md)." if (doc.parent / "model.md").exists()
+           else "."),
         "",
         "## Models",
         "",
@@ -464,19 +479,22 @@ def write_outputs(
     if compactness is not None:
         lines += ["### Size against robustness", "", f"![compactness]({relative}/compactness.png)", ""]
 
-    header, rows = verdict_rows(records, settings)
     lines += [
         "## Where the NCP wins, ties or loses",
         "",
-        "The NCP CfC wins a check when its mean is better and the difference is more than twice the "
-        "standard error of the difference over seeds; it loses in the mirrored case and ties otherwise. "
-        "With three seeds this separates only clear differences.",
-        "",
-        *verdict_sentences(header, rows),
-        "",
-        *_markdown_table(header, rows),
+        "An NCP wins a check against another model when its mean is better and the difference is more "
+        "than twice the standard error of the difference over seeds. It loses in the mirrored case and "
+        "ties otherwise, so with three seeds only clear differences count.",
         "",
     ]
+    present = {record.variant for record in records}
+    for reference_name in NCP_REFERENCES:
+        if reference_name not in present or len(present) < 2:
+            continue
+        label = variant_by_name(reference_name).label
+        header, rows = verdict_rows(records, settings, reference_name)
+        lines += [f"### {label}", "", *verdict_sentences(label, header, rows), "",
+                  *_markdown_table(header, rows), ""]
     failed = [record for record in records if record.error]
     if failed:
         lines += ["## Failed models", ""]
