@@ -287,9 +287,10 @@ def test_recorder_auto_starts_when_moving(tmp_path):
         moving.twist.twist.linear.x = 0.5
 
         def publish_and_check() -> bool:
-            # Odometry is a stream, and the recorder subscribes it best effort.
+            # Odometry is a stream, and the recorder subscribes it best effort. The bag
+            # directory appears before the episode has started, so wait for the log line.
             odom_pub.publish(moving)
-            return bag.exists()
+            return "started episode 1" in recorder.log_text()
 
         probe.wait_for(publish_and_check, 20.0, "the recorder to start when the car moves")
     finally:

@@ -136,10 +136,15 @@ class BagWriter:
         self._connections: dict[str, Any] = {}
         self._msgtypes: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        self._closed = False
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGE_PLUGINS[storage])
         self._writer.open()
-        self._closed = False
-        logger.info("Opened %s bag %s for writing", storage, self.path)
+        try:
+            logger.info("Opened %s bag %s for writing", storage, self.path)
+        except BaseException:
+            # A Ctrl-C here would leave an open bag that nobody can close, without metadata.yaml.
+            self.close()
+            raise
 
     @property
     def closed(self) -> bool:

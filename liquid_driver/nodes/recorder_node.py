@@ -257,9 +257,15 @@ class RecorderNode(Node):
             self.bag_index += 1
             path = bag_path(self.output, self.bag_index)
         self.bag_index += 1
-        self.writer = BagWriter(path, storage=self.storage)
-        for topic, type_name in self.topic_types.items():
-            self.writer.add_topic(topic, type_name)
+        writer = BagWriter(path, storage=self.storage)
+        try:
+            for topic, type_name in self.topic_types.items():
+                writer.add_topic(topic, type_name)
+        except BaseException:
+            # Close what was opened, so that a Ctrl-C or a bad type leaves a readable bag.
+            writer.close()
+            raise
+        self.writer = writer
         self.bag_started = time.monotonic()
         self.bag_started_iso = datetime.datetime.now(datetime.timezone.utc).isoformat()
         self.stop_reason = ""
