@@ -29,15 +29,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--periods", type=int, default=200, help="control periods timed per layout")
     parser.add_argument("--period", type=float, default=0.05, help="control period, s (default 0.05, 20 Hz)")
     parser.add_argument("--seed", type=int, default=0, help="visual seed")
+    parser.add_argument("--lighting", nargs="+", default=["default"],
+                        help="lighting presets to time per layout, e.g. default dusk night (default: default)")
     parser.add_argument("--width", type=int, default=160, help="camera width, pixels")
     parser.add_argument("--height", type=int, default=120, help="camera height, pixels")
     return parser.parse_args()
 
 
-def bench_layout(layout: str, args: argparse.Namespace) -> dict:
+def bench_layout(layout: str, lighting: str, args: argparse.Namespace) -> dict:
     config = SimConfig(camera_width=args.width, camera_height=args.height)
     start = time.perf_counter()
-    sim = Simulator.from_layout(layout, seed=args.seed, config=config)
+    sim = Simulator.from_layout(layout, seed=args.seed, config=config, lighting=lighting)
     build_s = time.perf_counter() - start
     expert = ExpertDriver(sim.track)
     start = time.perf_counter()
@@ -61,6 +63,7 @@ def bench_layout(layout: str, args: argparse.Namespace) -> dict:
     render_mean = statistics.fmean(render_s)
     return {
         "layout": layout,
+        "lighting": lighting,
         "length_m": sim.track.length,
         "build_ms": 1e3 * build_s,
         "first_render_ms": 1e3 * first_render_s,
@@ -77,12 +80,12 @@ def main() -> None:
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, MUJOCO_GL={os.environ.get('MUJOCO_GL')}, "
           f"camera {args.width}x{args.height}, control period {args.period * 1e3:.0f} ms, "
           f"{args.periods} periods per layout")
-    header = (f"{'layout':<10} {'length m':>9} {'build ms':>9} {'1st render ms':>14} {'step us':>8} "
+    header = (f"{'layout':<10} {'lighting':<9} {'length m':>9} {'build ms':>9} {'1st render ms':>14} {'step us':>8} "
               f"{'physics ms':>11} {'render ms':>10} {'RTF':>6} {'RTF physics':>12}")
     print(header)
-    for layout in args.layouts:
-        row = bench_layout(layout, args)
-        print(f"{row['layout']:<10} {row['length_m']:>9.1f} {row['build_ms']:>9.1f} {row['first_render_ms']:>14.1f} "
+    rows = [bench_layout(layout, lighting, args) for layout in args.layouts for lighting in args.lighting]
+    for row in rows:
+        print(f"{row['layout']:<10} {row['lighting']:<9} {row['length_m']:>9.1f} {row['build_ms']:>9.1f} {row['first_render_ms']:>14.1f} "
               f"{row['physics_step_us']:>8.1f} {row['period_physics_ms']:>11.2f} {row['render_ms']:>10.2f} "
               f"{row['rtf']:>6.1f} {row['rtf_physics_only']:>12.1f}")
 
