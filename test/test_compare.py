@@ -195,6 +195,27 @@ def test_verdict_without_values():
     assert verdict(Summary([]), Summary([1.0]), True) == "n/a"
 
 
+def test_verdict_needs_two_seeds():
+    assert verdict(Summary([627.3]), Summary([900.0]), True) == "n/a"
+
+
+def test_one_seed_report_has_no_verdicts(comparison):
+    _, _, paths = comparison
+    text = paths["doc"].read_text()
+    assert "every verdict below is n/a" in text
+    assert "| win |" not in text
+    assert "| loss |" not in text
+
+
+def test_help_lists_lighting_presets():
+    from liquid_driver.compare.cli import build_parser
+    from liquid_driver.sim.style import LIGHTING_PRESETS
+
+    text = build_parser().format_help()
+    for preset in LIGHTING_PRESETS[1:]:
+        assert preset in text
+
+
 def test_interpretability_section(comparison, tmp_path):
     from liquid_driver.compare.interpret import explain_models
 

@@ -76,13 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", nargs="+", type=float, default=list(defaults.noise_variances),
                         metavar="VARIANCE", help="pixel-noise variances, pixels scaled to [0, 1]")
     parser.add_argument("--lighting", nargs="*", default=list(defaults.lightings),
-                        help="lighting presets driven without noise (see liquid_driver.sim.style)")
+                        help="lighting presets driven without noise: dusk, glare, overcast or night "
+                        "(see liquid_driver.sim.style)")
     parser.add_argument("--laps", type=float, default=defaults.laps, help="laps per closed-loop run")
     parser.add_argument("--quick", action="store_true",
                         help="a check of the whole pipeline in minutes: seed 0, 1 epoch, quarter-lap runs "
                         "on kidney and curvy, clean, noise 0.3 and dusk; writes into " + QUICK_OUT)
     parser.add_argument("--report-only", action="store_true",
-                        help="write the report from the finished jobs without training or driving")
+                        help="write the report from the finished jobs without training or evaluating; the "
+                        "saliency and neuron traces are computed again unless --no-interpret is given")
     parser.add_argument("--fresh", action="store_true", help="redo every job, ignoring earlier records")
     parser.add_argument("--note", action="append", default=[], metavar="TEXT",
                         help="a remark on the run's conditions for the report, such as other load on the "
@@ -134,7 +136,7 @@ def _find_bags(demos: Path) -> list[Path]:
 def _collect(demos: Path) -> int:
     """Record the default demonstrations into ``demos`` with liquid-driver-collect; return its status."""
     command = [sys.executable, "-m", "liquid_driver.tools.collect", "--out", str(demos)]
-    logger.info("No demonstrations in %s; recording them first (about 4 min): %s", demos, shlex.join(command))
+    logger.info("No demonstrations in %s; recording them first (a few minutes): %s", demos, shlex.join(command))
     return subprocess.call(command)
 
 
@@ -196,7 +198,10 @@ def run(settings: CompareSettings, doc: Path, command: str, args: argparse.Names
     else:
         demos = Path(settings.demos)
         if not _find_bags(demos):
+            collect_started = time.monotonic()
             status = _collect(demos)
+            args.note.append(f"The wall time includes {(time.monotonic() - collect_started) / 60.0:.1f} min "
+                             f"of recording the demonstrations into {demos}.")
             if status != 0 or not _find_bags(demos):
                 logger.error("Recording demonstrations into %s failed (exit status %d)", demos, status)
                 return _EXIT_FAILED

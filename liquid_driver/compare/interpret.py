@@ -11,6 +11,7 @@ how far its attention moves under noise.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,13 +46,8 @@ def record_expert_bag(path: Path, layout: str, seed: int, frames: int, lighting:
 
     simulator = Simulator.from_layout(layout, seed=seed, lighting=lighting)
     expert = ExpertDriver(simulator.track)
-    temporary = path.with_name(path.name + ".partial")
-    if temporary.exists():
-        import shutil
-
-        shutil.rmtree(temporary)
     try:
-        with BagWriter(temporary) as bag:
+        with BagWriter(path) as bag:
             bag.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
             bag.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
             for index in range(frames):
@@ -66,9 +62,12 @@ def record_expert_bag(path: Path, layout: str, seed: int, frames: int, lighting:
                 bag.write("/cmd_vel", stamp_ns + 1_000_000, serialize(twist, "geometry_msgs/msg/Twist"))
                 simulator.set_command(command.speed, command.steering)
                 simulator.step(CAMERA_PERIOD_S)
+    except BaseException:
+        # A shorter recording would change the saliency figures, so an interrupted one is removed.
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     finally:
         simulator.close()
-    temporary.rename(path)
     logger.info("Recorded %d expert frames of %s (visual seed %d) into %s", frames, layout, seed, path)
     return path
 
@@ -77,7 +76,9 @@ def _held_out_bag(settings: CompareSettings, frames: int) -> tuple[Path, str]:
     layout = (settings.held_out_layouts or settings.train_layouts)[0]
     name = f"{layout.replace(':', '_')}_seed{settings.visual_seed}_{frames}frames"
     path = Path(settings.out) / "interpret" / name
-    if not path.exists():
+    if not (path / "metadata.yaml").is_file():
+        # A bag without metadata.yaml is what a killed run leaves behind, so it is recorded again.
+        shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         record_expert_bag(path, layout, settings.visual_seed, frames)
     return path, layout
@@ -231,7 +232,8 @@ def explain_models(
         lines += [
             "### Neuron states over a closed-loop lap",
             "",
-            "Each plot shows every state variable of the controller over one lap of the held-out layout, "
+            f"Each plot shows every state variable of the controller over {min(settings.laps, 1.0):g} lap of "
+            "the held-out layout, "
             "grouped by layer for the NCPs, with the curvature it commands at the bottom. The NCP's command "
             "neurons can be read one by one, while the LSTM spreads its state over "
             f"{2 * variant_by_name('lstm').controller.get('units', 64)} variables.",

@@ -139,9 +139,10 @@ def verdict(reference: Summary, other: Summary, lower_is_better: bool) -> str:
 
     The reference wins when its mean is better and the difference exceeds twice
     the standard error of the difference of the means over seeds, loses in the
-    mirrored case, and ties otherwise.
+    mirrored case, and ties otherwise. With fewer than two seeds on either side
+    there is no spread to compare with, so the verdict is "n/a".
     """
-    if not reference.values or not other.values:
+    if len(reference.values) < 2 or len(other.values) < 2:
         return "n/a"
     difference = reference.mean - other.mean
     if not lower_is_better:
@@ -150,6 +151,11 @@ def verdict(reference: Summary, other: Summary, lower_is_better: bool) -> str:
     if abs(difference) <= 2.0 * error or math.isclose(reference.mean, other.mean, abs_tol=1e-9):
         return "tie"
     return "win" if difference < 0 else "loss"
+
+
+def _count(number: int, noun: str) -> str:
+    """Return "1 epoch" or "8 epochs"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -169,7 +175,8 @@ def _variants(records: Sequence[ModelRecord]) -> list[Variant]:
 
 def models_table(records: Sequence[ModelRecord]) -> list[str]:
     """Return the Markdown table of sizes, training time and validation error."""
-    header = ["Model", "Neurons or units", "Controller parameters (effective)", "Synapses (sensory)",
+    header = ["Model", "Neurons or units", "Controller parameters (effective, mean over seeds)",
+              "Synapses (sensory), mean over seeds",
               "Whole model parameters", "Training time, s", "Validation MAE, 1/m", "Models"]
     rows = []
     for variant in _variants(records):
@@ -277,6 +284,9 @@ def verdict_sentences(reference_label: str, header: Sequence[str], rows: Sequenc
         counts = {word: outcomes.count(word) for word in ("win", "tie", "loss")}
         won = [row[0] for row in rows if row[index] == "win"]
         lost = [row[0] for row in rows if row[index] == "loss"]
+        if not any(counts.values()):
+            sentences.append(f"- Against {label}: no verdict, too few seeds.")
+            continue
         sentence = (f"- Against {label}, the {reference_label} wins {counts['win']}, ties {counts['tie']} and loses "
                     f"{counts['loss']} of {len(outcomes)} checks.")
         if won:
@@ -372,6 +382,7 @@ def plot_compactness(records: Sequence[ModelRecord], settings: CompareSettings, 
         plt.close(figure)
         return None
     axis.set_xscale("log")
+    axis.set_ylim(bottom=0.0)
     axis.set_xlabel("effective controller parameters")
     axis.set_ylabel("interventions per km")
     axis.set_title(f"{column.label}, {'held-out' if group == 'held_out' else 'training'} layouts",
@@ -422,12 +433,13 @@ def write_outputs(
         "",
         "Written by `liquid-driver-compare`; rerun it to refresh every number below. It trains each",
         "controller with the same trainer, on the same demonstrations and behind the same CNN head, "
-        f"with {len(settings.seeds)} seeds each, then drives every model closed-loop in the MuJoCo simulator.",
+        f"with {_count(len(settings.seeds), 'seed')} each, then drives every model closed-loop in the MuJoCo "
+        "simulator.",
         "",
         f"- Command: `{metadata.get('command', '')}`",
         f"- Machine: {metadata.get('machine', 'unknown')}",
         f"- Date: {metadata.get('date', 'unknown')}; wall time {metadata.get('wall_time_s', 0.0) / 60.0:.1f} min",
-        f"- Demonstrations: `{settings.demos}`; {settings.epochs} epochs per model, seeds "
+        f"- Demonstrations: `{settings.demos}`; {_count(settings.epochs, 'epoch')} per model, seeds "
         f"{', '.join(str(seed) for seed in settings.seeds)}",
         f"- Closed loop: {settings.laps:g} lap per run at 1 m/s on the training layouts "
         f"{', '.join(settings.train_layouts) or 'none'} and the held-out layouts "
@@ -450,8 +462,8 @@ def write_outputs(
         "",
         *glance_table(records, settings),
         "",
-        f"The models here train for {settings.epochs} epochs so that the whole comparison fits in about "
-        "an hour. The shipped model is an NCP CfC trained for 20 epochs"
+        f"The models here train for {_count(settings.epochs, 'epoch')}. The shipped model is an NCP CfC "
+        "trained for 20 epochs"
         + (", with its own closed-loop results in [model.md](model.md)." if (doc.parent / "model.md").exists()
            else "."),
         "",
@@ -487,6 +499,9 @@ def write_outputs(
         "ties otherwise, so with three seeds only clear differences count.",
         "",
     ]
+    if len(settings.seeds) < 2:
+        lines += ["With one seed per model there is no spread over seeds, so every verdict below is n/a. "
+                  "Run at least two seeds for verdicts.", ""]
     present = {record.variant for record in records}
     for reference_name in NCP_REFERENCES:
         if reference_name not in present or len(present) < 2:
