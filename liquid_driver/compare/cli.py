@@ -170,7 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_conditions(settings)
     except ValueError as error:
         parser.error(str(error))
-    doc = Path(args.doc) if args.doc else (Path(args.out) / "report.md" if args.quick else Path(DEFAULT_DOC))
+    if args.doc:
+        doc = Path(args.doc)
+    elif args.quick:
+        doc = Path(args.out) / "report.md"  # a quick check never replaces the committed report
+    else:
+        doc = Path(DEFAULT_DOC)
     command = shlex.join(["liquid-driver-compare", *arguments])
     return run(settings, doc, command, args)
 
