@@ -139,7 +139,65 @@ def _clear_caches_after_load(module: WiredCell, incompatible_keys: Any) -> None:
     module._clear_caches()
 
 
-class WiredCell(nn.Module):
+class RestingStateMixin:
+    """State handling of a controller whose resting state is zeros: ``initial_state``,
+    ``reset_state`` and the shape check of a state.
+
+    The class that uses it is an ``nn.Module`` with at least one parameter and an int
+    ``state_size``.
+    """
+
+    state_size: int
+
+    def initial_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Return the resting state, zeros of shape (batch_size, state_size)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is invalid: use an int >= 1")
+        reference = next(self.parameters())
+        return torch.zeros(
+            batch_size,
+            self.state_size,
+            device=reference.device if device is None else device,
+            dtype=reference.dtype if dtype is None else dtype,
+        )
+
+    def reset_state(self, state: torch.Tensor, done: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``state`` with the rows where ``done`` is True set to the resting state.
+
+        Args:
+            state: States (batch, state_size).
+            done: Booleans of shape (batch,), or None to reset every row.
+
+        Returns:
+            A new tensor. ``state`` itself is not modified.
+        """
+        check_input("state", state, 2, self.state_size)
+        if done is None:
+            return torch.zeros_like(state)
+        if not isinstance(done, torch.Tensor) or done.dtype != torch.bool or done.shape != state.shape[:1]:
+            shape = tuple(done.shape) if isinstance(done, torch.Tensor) else type(done).__name__
+            raise ValueError(
+                f"done must be a bool tensor of shape ({state.shape[0]},) with one flag per "
+                f"batch entry, got {shape}"
+            )
+        return state.masked_fill(done.reshape(-1, 1), 0.0)
+
+    def _check_state(self, state: Any, batch_size: int) -> torch.Tensor:
+        check_input("state", state, 2, self.state_size)
+        if state.shape[0] != batch_size:
+            raise ValueError(
+                f"state has batch size {state.shape[0]} but the input has {batch_size}. "
+                "Use initial_state(batch_size) for a new batch."
+            )
+        return state
+
+
+class WiredCell(RestingStateMixin, nn.Module):
     """Base class of cells whose synapses follow a :class:`~liquid_driver.model.wiring.Wiring`.
 
     Subclasses implement ``_compute_weights()`` (the masked effective weights, computed
@@ -287,53 +345,6 @@ class WiredCell(nn.Module):
         return super().train(mode)
 
     # -- API ----------------------------------------------------------------------------
-
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:
-        """Return the resting state, zeros of shape (batch_size, state_size)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} is invalid: use an int >= 1")
-        reference = next(self.parameters())
-        return torch.zeros(
-            batch_size,
-            self.state_size,
-            device=reference.device if device is None else device,
-            dtype=reference.dtype if dtype is None else dtype,
-        )
-
-    def reset_state(self, state: torch.Tensor, done: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``state`` with the rows where ``done`` is True set to the resting state.
-
-        Args:
-            state: States (batch, state_size).
-            done: Booleans of shape (batch,), or None to reset every row.
-
-        Returns:
-            A new tensor. ``state`` itself is not modified.
-        """
-        check_input("state", state, 2, self.state_size)
-        if done is None:
-            return torch.zeros_like(state)
-        if not isinstance(done, torch.Tensor) or done.dtype != torch.bool or done.shape != state.shape[:1]:
-            shape = tuple(done.shape) if isinstance(done, torch.Tensor) else type(done).__name__
-            raise ValueError(
-                f"done must be a bool tensor of shape ({state.shape[0]},) with one flag per "
-                f"batch entry, got {shape}"
-            )
-        return state.masked_fill(done.reshape(-1, 1), 0.0)
-
-    def _check_state(self, state: Any, batch_size: int) -> torch.Tensor:
-        check_input("state", state, 2, self.state_size)
-        if state.shape[0] != batch_size:
-            raise ValueError(
-                f"state has batch size {state.shape[0]} but the input has {batch_size}. "
-                "Use initial_state(batch_size) for a new batch."
-            )
-        return state
 
     def step(
         self, x: torch.Tensor, state: torch.Tensor, dt: TimeStep

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import ParameterCount, TimeStep, check_input, dt_column, dt_matrix
+from .base import ParameterCount, RestingStateMixin, TimeStep, check_input, dt_column, dt_matrix
 
 __all__ = ["FeedforwardController", "LSTMController"]
 
 
-class _BaselineController(nn.Module):
+class _BaselineController(RestingStateMixin, nn.Module):
     """Shared checks and state handling of the baseline controllers."""
 
     wiring = None  # no synapse wiring to plot or count
@@ -44,45 +44,6 @@ class _BaselineController(nn.Module):
         self.state_size = state_size
         # Kept so that exporters and callers can convert dt the same way for every controller.
         self.time_scale_s = float(time_scale_s)
-
-    def initial_state(
-        self,
-        batch_size: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:
-        """Return the resting state, zeros of shape (batch_size, state_size)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} is invalid: use an int >= 1")
-        reference = next(self.parameters())
-        return torch.zeros(
-            batch_size,
-            self.state_size,
-            device=reference.device if device is None else device,
-            dtype=reference.dtype if dtype is None else dtype,
-        )
-
-    def reset_state(self, state: torch.Tensor, done: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``state`` with the rows where ``done`` (batch,) is True at rest, or all rows."""
-        check_input("state", state, 2, self.state_size)
-        if done is None:
-            return torch.zeros_like(state)
-        if not isinstance(done, torch.Tensor) or done.dtype != torch.bool or done.shape != state.shape[:1]:
-            shape = tuple(done.shape) if isinstance(done, torch.Tensor) else type(done).__name__
-            raise ValueError(
-                f"done must be a bool tensor of shape ({state.shape[0]},) with one flag per "
-                f"batch entry, got {shape}"
-            )
-        return state.masked_fill(done.reshape(-1, 1), 0.0)
-
-    def _check_state(self, state: Any, batch_size: int) -> torch.Tensor:
-        check_input("state", state, 2, self.state_size)
-        if state.shape[0] != batch_size:
-            raise ValueError(
-                f"state has batch size {state.shape[0]} but the input has {batch_size}. "
-                "Use initial_state(batch_size) for a new batch."
-            )
-        return state
 
     def _check_step(self, x: Any, state: Any, dt: TimeStep) -> None:
         check_input("x", x, 2, self.input_size)
