@@ -1,7 +1,7 @@
 """liquid-driver-compare: every variant trains, drives in the simulator and lands in the report.
 
 The end-to-end test trains on the synthetic bar scene with a small CNN, so the
-models steer badly in the simulator; it checks the pipeline and the report,
+models steer badly in the simulator. It checks the pipeline and the report,
 not the driving. The full comparison on simulator demonstrations takes about an
 hour and is measured in docs/liquid-vs-baselines.md.
 """

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="out/compare", help="work folder for the models and records")
     parser.add_argument("--doc", default=None,
                         help=f"Markdown report to write (default: {DEFAULT_DOC}, or OUT/report.md with --quick)")
+
     parser.add_argument("--variants", nargs="+", default=list(defaults.variants),
                         choices=[variant.name for variant in VARIANTS], help="controllers to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds),
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wall-clock limit per training run, minutes")
     parser.add_argument("--jobs", type=int, default=defaults.jobs,
                         help="worker processes, each with one torch thread")
+
     parser.add_argument("--train-layouts", nargs="*", default=list(defaults.train_layouts),
                         help="layouts that the demonstrations drove, for closed-loop runs")
     parser.add_argument("--held-out-layouts", nargs="*", default=list(defaults.held_out_layouts),
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lighting presets driven without noise: dusk, glare, overcast or night "
                         "(see liquid_driver.sim.style)")
     parser.add_argument("--laps", type=float, default=defaults.laps, help="laps per closed-loop run")
+
     parser.add_argument("--quick", action="store_true",
                         help="a check of the whole pipeline in minutes: seed 0, 1 epoch, quarter-lap runs "
                         "on kidney and curvy, clean, noise 0.3 and dusk; writes into " + QUICK_OUT)

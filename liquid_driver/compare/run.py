@@ -19,7 +19,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -35,7 +35,7 @@ EVAL_RECORD = "compare_eval.json"
 
 @dataclass
 class CompareSettings:
-    """What to train, how long, and where to drive the trained models."""
+    """Settings of a comparison: the models, their training and the closed-loop conditions."""
 
     demos: str  # rosbag2 directory, or a folder of them
     out: str  # work folder: one training run per model, plus the interpretability files
@@ -284,7 +284,8 @@ def run_comparison(settings: CompareSettings, fresh: bool = False, progress: boo
     total = 2 * len(to_train) + len(to_evaluate)
     if total == 0:
         return records
-    bar = tqdm(total=total, desc="compare", unit="job", disable=progress is False if progress is not None else None)
+    # disable=None lets tqdm show the bar only on a terminal.
+    bar = tqdm(total=total, desc="compare", unit="job", disable=None if progress is None else not progress)
     context = multiprocessing.get_context("spawn")  # workers must not inherit torch's threads
     with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
         pending: dict[Future, tuple[str, ModelRecord]] = {}
@@ -294,7 +295,7 @@ def run_comparison(settings: CompareSettings, fresh: bool = False, progress: boo
             future = pool.submit(evaluate_model, settings, str(record.checkpoint), key)
             pending[future] = ("evaluate", record)
 
-        # Longest jobs first: the LTC trains slowest, the baselines fastest.
+        # Slowest jobs first: the LTC trains slowest, the baselines fastest.
         for record in sorted(to_train, key=lambda item: item.variant != "ncp_ltc"):
             record.run_dir.mkdir(parents=True, exist_ok=True)
             key = settings.train_fingerprint(variant_by_name(record.variant), record.seed)
@@ -343,7 +344,3 @@ def load_records(settings: CompareSettings) -> list[ModelRecord]:
             records.append(record)
     return records
 
-
-def summarise_variants(names: Sequence[str]) -> list[Variant]:
-    """Return the Variant objects for ``names``, in that order."""
-    return [variant_by_name(name) for name in names]

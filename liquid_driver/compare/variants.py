@@ -1,10 +1,11 @@
 """The controllers compared with the NCP, all behind the same CNN head.
 
 The list follows the lane-keeping comparison of Lechner et al., "Neural circuit
-policies enabling auditable autonomy", Nature Machine Intelligence 2, 2020:
-the NCP with 19 neurons against networks that drop, in turn, its wiring (fully
-connected or randomly wired liquid cells of the same size), its liquid cell (an
-LSTM) or any recurrence (a feedforward head in the style of PilotNet).
+policies enabling auditable autonomy", Nature Machine Intelligence 2, 2020. It
+sets the NCP with 19 neurons against networks that each drop one of its parts:
+the wiring (fully connected or randomly wired liquid cells of the same size),
+the liquid cell (an LSTM) or any recurrence (a feedforward head in the style of
+PilotNet).
 """
 
 from __future__ import annotations

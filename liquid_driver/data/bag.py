@@ -142,7 +142,8 @@ class BagWriter:
         try:
             logger.info("Opened %s bag %s for writing", storage, self.path)
         except BaseException:
-            # A Ctrl-C here would leave an open bag that nobody can close, without metadata.yaml.
+            # The caller never receives this object, so a Ctrl-C here would leave the bag open
+            # for good and without metadata.yaml.
             self.close()
             raise
 

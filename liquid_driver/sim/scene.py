@@ -59,7 +59,7 @@ GROUND_MARGIN = 20.0
 # Shadow mapping of a sun with VisualStyle.shadows. MuJoCo renders a directional
 # light's shadow map as an orthographic view from the light's position, SHADOW_CLIP
 # m to each side, so the sun follows the car at SHADOW_LIGHT_DISTANCE m towards the
-# sun. The camera sees ground up to about 6 m ahead before it meets the horizon.
+# sun. The camera images ground up to about 6 m ahead, where it meets the horizon.
 SHADOW_CLIP = 6.0  # m, half width of the area that receives shadows
 SHADOW_LIGHT_DISTANCE = 20.0  # m, beyond the shadow of any scenery object
 # Texels per side: 6 mm each, about a camera pixel at 1 m ahead. On the ground a
